@@ -193,11 +193,86 @@ def is_abstention(text: str) -> bool:
 # --- support ----------------------------------------------------------------------------
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)(\s*%)?")
 _STOP = frozenset(
-    "a an the of in on for to and or with by from as at is are was were be been this that these "
-    "those it its their they we our us which who what when where how than then also can may "
-    "such into over under between both each more most other some any all not no paper papers "
-    "study work approach method methods propose proposed show shows shown use uses using used "
-    "based new model models".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "for",
+        "to",
+        "and",
+        "or",
+        "with",
+        "by",
+        "from",
+        "as",
+        "at",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "their",
+        "they",
+        "we",
+        "our",
+        "us",
+        "which",
+        "who",
+        "what",
+        "when",
+        "where",
+        "how",
+        "than",
+        "then",
+        "also",
+        "can",
+        "may",
+        "such",
+        "into",
+        "over",
+        "under",
+        "between",
+        "both",
+        "each",
+        "more",
+        "most",
+        "other",
+        "some",
+        "any",
+        "all",
+        "not",
+        "no",
+        "paper",
+        "papers",
+        "study",
+        "work",
+        "approach",
+        "method",
+        "methods",
+        "propose",
+        "proposed",
+        "show",
+        "shows",
+        "shown",
+        "use",
+        "uses",
+        "using",
+        "used",
+        "based",
+        "new",
+        "model",
+        "models",
+    ]
 )
 
 
@@ -249,8 +324,11 @@ def check_support(
             v.reason = "no citation"
             continue
         source_numbers = set().union(*(extract_numbers(c) for c in cited))
-        missing = sorted(n for n in extract_numbers(text) if n not in source_numbers
-                         and n.rstrip("%") not in source_numbers)
+        missing = sorted(
+            n
+            for n in extract_numbers(text)
+            if n not in source_numbers and n.rstrip("%") not in source_numbers
+        )
         if missing:
             v.reason = f"number not in cited sources: {', '.join(missing)}"
             continue
@@ -290,7 +368,9 @@ def split_answer(text: str) -> list[tuple[str, list[int]]]:
     """Answer sentences with the markers each carries; a lone marker run joins the sentence."""
     out: list[tuple[str, list[int]]] = []
     for sentence in split_sentences(text):
-        markers = [n for m in CITATION_PATTERN.finditer(sentence) for n in _expand_markers(m.group(1))]
+        markers = [
+            n for m in CITATION_PATTERN.finditer(sentence) for n in _expand_markers(m.group(1))
+        ]
         if CITATION_PATTERN.sub("", sentence).strip(" .") == "" and out:
             prev_text, prev_markers = out[-1]
             out[-1] = (f"{prev_text} {sentence}", prev_markers + markers)
@@ -313,8 +393,11 @@ def extractive_answer(
     question plus a small bonus for the paper's retrieval rank (so the best paper leads).
     """
     candidates: list[tuple[float, int, int, str]] = []
-    all_sentences = [(i, j, s) for i, p in enumerate(shown)
-                     for j, s in enumerate(split_sentences(p.paper.abstract))]
+    all_sentences = [
+        (i, j, s)
+        for i, p in enumerate(shown)
+        for j, s in enumerate(split_sentences(p.paper.abstract))
+    ]
     if not all_sentences:
         return ABSTAIN_PHRASE
     vectors = embedder.embed_documents([s for _, _, s in all_sentences])

@@ -89,16 +89,12 @@ class Catalog:
 
     def upsert(self, rows: Iterable[tuple[Paper, int]]) -> None:
         with self.transaction() as db:
-            db.executemany(
-                _INSERT, [_row(p, n) for p, n in rows]
-            )
+            db.executemany(_INSERT, [_row(p, n) for p, n in rows])
 
     def replace_all(self, rows: Iterable[tuple[Paper, int]]) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM papers")
-            db.executemany(
-                _INSERT, [_row(p, n) for p, n in rows]
-            )
+            db.executemany(_INSERT, [_row(p, n) for p, n in rows])
 
     def get(self, paper_id: str) -> Paper | None:
         row = self._db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()

@@ -169,7 +169,9 @@ def make_embedder(settings: Settings) -> Embedder:
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
         )
-    return MiniLMEmbedder(batch_size=settings.embed_batch_size, max_tokens=settings.embed_max_tokens)
+    return MiniLMEmbedder(
+        batch_size=settings.embed_batch_size, max_tokens=settings.embed_max_tokens
+    )
 
 
 def as_llama_index_embedding(embedder: Embedder) -> BaseEmbedding:

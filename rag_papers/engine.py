@@ -200,8 +200,10 @@ class PaperQA:
 
         best_dense = max((r.dense for r in results if r.dense is not None), default=None)
         if not results or (best_dense is not None and best_dense < s.abstain_threshold):
-            why = "nothing retrieved" if not results else (
-                f"weak retrieval (best similarity {best_dense:.2f} < {s.abstain_threshold})"
+            why = (
+                "nothing retrieved"
+                if not results
+                else (f"weak retrieval (best similarity {best_dense:.2f} < {s.abstain_threshold})")
             )
             return self._abstain(answer, why, on_delta, timings, t_all)
 
@@ -215,9 +217,7 @@ class PaperQA:
 
         t = time.perf_counter()
         if backend is None:
-            raw = extractive_answer(
-                qvec, shown, index.embedder, n_sentences=s.extractive_sentences
-            )
+            raw = extractive_answer(qvec, shown, index.embedder, n_sentences=s.extractive_sentences)
             if on_delta:
                 on_delta(raw)
             answer.usage = Usage(counted_by="none")
@@ -232,9 +232,11 @@ class PaperQA:
             flt = MarkerFilter(len(shown))
             sink = None
             if on_delta is not None:
+
                 def sink(delta: str) -> None:
                     if text := flt.feed(delta):
                         on_delta(text)
+
             completion = backend.complete(messages, on_delta=sink)
             if on_delta is not None and (rest := flt.flush()):
                 on_delta(rest)
@@ -365,7 +367,9 @@ class PaperQA:
                 await task
                 return
 
-    def condense(self, question: str, history: Sequence[tuple[str, str]], llm: str | None = None) -> str:
+    def condense(
+        self, question: str, history: Sequence[tuple[str, str]], llm: str | None = None
+    ) -> str:
         """Rewrite a follow-up into a standalone question (LLM, or a heuristic when extractive)."""
         from rag_papers.chat import condense_heuristic
 

@@ -8,6 +8,7 @@ the next open rebuild the catalog and BM25 from Chroma, the source of truth.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import uuid
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_PAPERS_PER_BATCH = 128  # all chunks of a paper go to Chroma in one upsert
 
 
 class IndexMismatchError(RuntimeError):
@@ -148,7 +148,9 @@ class PaperIndex:
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
         url = self.settings.chroma_url
         if not url:
-            return chromadb.PersistentClient(path=str(self.root / "chroma"), settings=chroma_settings)
+            return chromadb.PersistentClient(
+                path=str(self.root / "chroma"), settings=chroma_settings
+            )
         parsed = urlparse(url if "//" in url else f"http://{url}")
         try:
             client = chromadb.HttpClient(
@@ -195,16 +197,14 @@ class PaperIndex:
             )
 
     def _drop(self) -> None:
-        if self.settings.chroma_url:
-            client = self._make_client()
-            try:
-                client.delete_collection(self.settings.collection)
-            except Exception:  # absent already: nothing to drop
-                pass
-        else:
-            shutil.rmtree(self.root / "chroma", ignore_errors=True)
+        # Through the client, not rmtree: Chroma caches open stores per path in-process.
+        client = self._make_client()
+        with contextlib.suppress(Exception):  # absent already: nothing to drop
+            client.delete_collection(self.settings.collection)
         shutil.rmtree(self.sidecar_dir, ignore_errors=True)
-        shutil.rmtree(self.sidecar_dir.with_name(self.sidecar_dir.name + ".bm25"), ignore_errors=True)
+        shutil.rmtree(
+            self.sidecar_dir.with_name(self.sidecar_dir.name + ".bm25"), ignore_errors=True
+        )
 
     def close(self) -> None:
         self.catalog.close()
@@ -283,7 +283,7 @@ class PaperIndex:
     ) -> IngestReport:
         """Add new papers, replace changed ones, skip unchanged ones (by content hash)."""
         started = time.perf_counter()
-        collection = self.collection
+        self.collection  # noqa: B018 - opens the store and syncs the catalog first
         report = IngestReport()
         unique: dict[str, Paper] = {}
         for paper in papers:
@@ -302,7 +302,12 @@ class PaperIndex:
 
         s = self.settings
         chunked = [
-            (p, chunk_paper(p, chunk_tokens=s.chunk_tokens, overlap=s.chunk_overlap, tokenizer=s.tokenizer))
+            (
+                p,
+                chunk_paper(
+                    p, chunk_tokens=s.chunk_tokens, overlap=s.chunk_overlap, tokenizer=s.tokenizer
+                ),
+            )
             for p in todo
         ]
         total_chunks = sum(len(c) for _, c in chunked)
@@ -311,8 +316,9 @@ class PaperIndex:
             progress("embed", 0, total_chunks)
         self.catalog.set_meta("dirty", "1")
         try:
-            for start in range(0, len(chunked), _PAPERS_PER_BATCH):
-                batch = chunked[start : start + _PAPERS_PER_BATCH]
+            step = s.ingest_batch_papers  # all chunks of a paper go in one upsert
+            for start in range(0, len(chunked), step):
+                batch = chunked[start : start + step]
                 chunks = [c for _, cs in batch for c in cs]
                 for paper, cs in batch:
                     # The full abstract rides on chunk 0 so a shared store can rebuild a catalog.
@@ -385,7 +391,10 @@ class PaperIndex:
         )
         hits = []
         for cid, doc, meta, dist in zip(
-            res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+            res["ids"][0],
+            res["documents"][0],
+            res["metadatas"][0],
+            res["distances"][0],
             strict=True,
         ):
             hits.append(DenseHit(cid, str(meta["paper_id"]), 1.0 - float(dist), doc or ""))

@@ -110,8 +110,7 @@ class OpenAIBackend:
             return self._stream(messages, on_delta)
         except openai.APIStatusError as exc:
             raise LLMError(
-                f"LLM server {self.base_url} answered HTTP {exc.status_code}: "
-                f"{_short(exc.message)}"
+                f"LLM server {self.base_url} answered HTTP {exc.status_code}: {_short(exc.message)}"
             ) from None
         except openai.APITimeoutError:
             raise LLMError(f"LLM server {self.base_url} timed out") from None

@@ -179,7 +179,9 @@ class Retriever:
         dense_chunks: dict[str, list[str]] = {}
         if mode in ("dense", "hybrid"):
             t = time.perf_counter()
-            vec = query_vector if query_vector is not None else self.index.embedder.embed_query(query)
+            vec = (
+                query_vector if query_vector is not None else self.index.embedder.embed_query(query)
+            )
             timings["embed_query"] = time.perf_counter() - t
             t = time.perf_counter()
             for hit in self.index.dense_search(vec, s.candidates, self._where(filters, allowed)):

@@ -1,4 +1,7 @@
-"""One Settings object: defaults < preset < TOML file < environment (RAG_PAPERS_*) < explicit overrides."""
+"""One Settings object.
+
+Precedence: defaults < preset < TOML file < environment (RAG_PAPERS_*) < explicit overrides.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ _FINGERPRINT_EXCLUDE = {
     "max_question_chars",
     "max_k",
     "history_file",
+    "ingest_batch_papers",
+    "auto_ingest_sample",
+    "embed_batch_size",
 }
 
 
@@ -92,6 +98,11 @@ class Settings(BaseSettings):
         default=40, ge=0, description="Tokens of sentence overlap between adjacent chunks."
     )
     tokenizer: str = Field(default="cl100k_base", description="tiktoken encoding for counting.")
+    ingest_batch_papers: int = Field(
+        default=128,
+        ge=1,
+        description="Papers embedded and stored per step; each step is committed on its own.",
+    )
 
     # --- retrieval -------------------------------------------------------------------
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = Field(

@@ -15,8 +15,31 @@ __all__ = ["count_tokens", "encoding", "split_sentences", "words"]
 
 # Abbreviations after which a period does not end a sentence.
 _ABBREV = {
-    "e.g", "i.e", "et al", "al", "fig", "figs", "eq", "eqs", "vs", "cf", "resp", "approx",
-    "dr", "mr", "ms", "no", "vol", "sec", "ref", "refs", "etc", "ca", "st", "u.s", "inc",
+    "e.g",
+    "i.e",
+    "et al",
+    "al",
+    "fig",
+    "figs",
+    "eq",
+    "eqs",
+    "vs",
+    "cf",
+    "resp",
+    "approx",
+    "dr",
+    "mr",
+    "ms",
+    "no",
+    "vol",
+    "sec",
+    "ref",
+    "refs",
+    "etc",
+    "ca",
+    "st",
+    "u.s",
+    "inc",
 }
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 

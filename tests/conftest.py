@@ -25,8 +25,14 @@ def _isolate_user_dirs(
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("RAG_PAPERS_DATA_DIR", str(home / "rag-papers"))
-    for var in ("RAG_PAPERS_CONFIG", "RAG_PAPERS_PRESET", "RAG_PAPERS_LLM", "OPENAI_API_KEY",
-                "RAG_PAPERS_CHROMA_URL", "RAG_PAPERS_INDEX_DIR"):
+    for var in (
+        "RAG_PAPERS_CONFIG",
+        "RAG_PAPERS_PRESET",
+        "RAG_PAPERS_LLM",
+        "OPENAI_API_KEY",
+        "RAG_PAPERS_CHROMA_URL",
+        "RAG_PAPERS_INDEX_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")

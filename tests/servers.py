@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -47,6 +48,10 @@ LOG_TAIL_CHARS = 4000
 # `chroma run` is the Rust CLI behind chromadb's console script. Calling it through
 # sys.executable (not the `chroma` script on PATH) guarantees the same environment as the tests.
 _CHROMA_CLI = "import sys; sys.argv[0] = 'chroma'; from chromadb.cli.cli import app; app()"
+
+
+# Chroma prints a coloured banner; colour codes only clutter error messages.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ServerStartError(RuntimeError):
@@ -91,7 +96,7 @@ def chroma_server(path: Path) -> Iterator[str]:
     command += ["--host", HOST, "--port", str(port)]
     # The Rust server has no product telemetry and exports OpenTelemetry only when configured;
     # the flag covers chromadb's Python side, which the launcher imports.
-    env = {"ANONYMIZED_TELEMETRY": "False"}
+    env = {"ANONYMIZED_TELEMETRY": "False", "NO_COLOR": "1"}
     base_url = f"http://{HOST}:{port}"
     with _server_process(
         command,
@@ -219,7 +224,7 @@ def _tail(log: Path) -> str:
         text = log.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         return f"(log unreadable: {exc})"
-    return text[-LOG_TAIL_CHARS:] or "(empty)"
+    return _ANSI_ESCAPE.sub("", text)[-LOG_TAIL_CHARS:] or "(empty)"
 
 
 def _quote(args: object) -> str:

@@ -82,9 +82,11 @@ def test_chroma_server_start_failure_reports_log(tmp_path: Path) -> None:
     # A file where the data directory should be: the server exits and the error carries its log.
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("x")
-    with pytest.raises(ServerStartError, match="chroma exited with code"):
-        with chroma_server(blocker / "db"):
-            pass
+    with (
+        pytest.raises(ServerStartError, match="chroma exited with code"),
+        chroma_server(blocker / "db"),
+    ):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +123,15 @@ def test_llama_chat_completion(llama_url: str) -> None:
 @needs_llama
 def test_llama_streaming_chat_completion(llama_url: str) -> None:
     from openai import OpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
     client = OpenAI(base_url=llama_url, api_key="not-needed", max_retries=0, timeout=120)
-    messages = [{"role": "user", "content": "Name three colours."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Name three colours."}
+    ]
     stream = client.chat.completions.create(
         model="smollm2",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         temperature=0,
         seed=0,
         max_tokens=32,
@@ -174,6 +179,8 @@ def test_llama_server_without_model_reports_log(tmp_path: Path) -> None:
     if not llama_cpp_available():
         pytest.skip("needs llama-cpp-python[server]")
     missing = tmp_path / "missing.gguf"
-    with pytest.raises(ServerStartError, match="llama_cpp.server exited with code"):
-        with llama_server(missing):
-            pass
+    with (
+        pytest.raises(ServerStartError, match=r"llama_cpp\.server exited with code"),
+        llama_server(missing),
+    ):
+        pass

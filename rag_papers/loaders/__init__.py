@@ -43,7 +43,7 @@ def _parser(fmt: str) -> Parser:
 def load_papers(
     path: str | Path,
     *,
-    format: str | None = None,  # noqa: A002 - the public keyword the CLI exposes as --format
+    format: str | None = None,  # shadows the builtin: it is the public keyword (--format)
     fields: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Load the papers of one file.

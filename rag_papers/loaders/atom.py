@@ -55,10 +55,14 @@ def _paper(entry: Mapping[str, Any], *, source: str, line: int) -> Paper:
         line=line,
         title=title,
         abstract=summary,
-        authors=[n for n in (clean_text(a, braces=True) for a in authors if isinstance(a, str)) if n],
+        authors=[
+            n for n in (clean_text(a, braces=True) for a in authors if isinstance(a, str)) if n
+        ],
         year=_year(entry),
         url=_text(entry, "link") or None,
-        categories=list(dict.fromkeys(t.strip() for t in terms if isinstance(t, str) and t.strip())),
+        categories=list(
+            dict.fromkeys(t.strip() for t in terms if isinstance(t, str) and t.strip())
+        ),
         doi=_text(entry, "arxiv_doi") or None,
         arxiv=entry_id,
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import bibtexparser
-from bibtexparser.middlewares.names import parse_single_name_into_parts, split_multiple_persons_names
+from bibtexparser.middlewares.names import (
+    parse_single_name_into_parts,
+    split_multiple_persons_names,
+)
 from bibtexparser.model import Entry, ParsingFailedBlock
 
 from rag_papers.loaders.common import (
@@ -27,6 +31,10 @@ from rag_papers.loaders.records import (
 from rag_papers.papers import Paper
 
 __all__ = ["parse_bibtex", "person_names"]
+
+# Parse errors come back as Rejected records. Without a handler of its own, bibtexparser's log
+# lines about them would also reach stderr through logging's last-resort handler.
+logging.getLogger("bibtexparser").addHandler(logging.NullHandler())
 
 
 def person_names(value: str) -> list[str]:

@@ -37,7 +37,9 @@ def _check_header(path: Path, header: list[str], keys: FieldKeys) -> None:
         if not any(key.lower() in columns for key in keys[field]):
             looked = ", ".join(keys[field])
             shown = ", ".join(h.strip() for h in header[:20])
-            raise LoaderError(f"{path}: no column for {field} (looked for {looked}; columns: {shown})")
+            raise LoaderError(
+                f"{path}: no column for {field} (looked for {looked}; columns: {shown})"
+            )
 
 
 def parse_csv(path: Path, keys: FieldKeys) -> Iterator[Paper | Rejected]:
@@ -74,6 +76,8 @@ def parse_csv(path: Path, keys: FieldKeys) -> Iterator[Paper | Rejected]:
             yield Rejected(source, start, f"expected {len(header)} columns, got {len(row)}")
             continue
         try:
-            yield paper_from_record(dict(zip(header, row)), keys=keys, source=source, line=start)
+            yield paper_from_record(
+                dict(zip(header, row, strict=True)), keys=keys, source=source, line=start
+            )
         except RecordError as exc:
             yield Rejected(source, start, exc.reason, exc.field)

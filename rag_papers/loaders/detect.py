@@ -13,8 +13,6 @@ __all__ = ["detect_format"]
 _HEAD_BYTES = 64 * 1024
 _EXTENSIONS = {
     ".txt": "hf",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
     ".csv": "csv",
     ".tsv": "csv",
     ".bib": "bibtex",

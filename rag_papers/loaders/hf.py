@@ -62,7 +62,11 @@ def blocks(lines: list[str]) -> list[Block]:
 
 def is_title(block: Block) -> bool:
     text = block.text
-    return len(block.lines) == 1 and len(text) <= MAX_TITLE_CHARS and len(text.split()) <= MAX_TITLE_WORDS
+    return (
+        len(block.lines) == 1
+        and len(text) <= MAX_TITLE_CHARS
+        and len(text.split()) <= MAX_TITLE_WORDS
+    )
 
 
 def is_abstract(block: Block) -> bool:
@@ -91,11 +95,17 @@ def parse_hf(path: Path, keys: FieldKeys | None = None) -> Iterator[Paper | Reje
         after = found[i + 1] if i + 1 < len(found) else None
         if not is_title(block):
             # Resynchronise on the next title/abstract pair rather than pairing everything wrongly.
-            yield Rejected(source, block.line, "a paragraph where a title line was expected", "title")
+            yield Rejected(
+                source, block.line, "a paragraph where a title line was expected", "title"
+            )
             i += 1
             continue
         if after is None or not is_abstract(after):
-            reason = "no abstract after the title" if after is None else "title not followed by an abstract"
+            reason = (
+                "no abstract after the title"
+                if after is None
+                else "title not followed by an abstract"
+            )
             yield Rejected(source, block.line, reason, "abstract")
             i += 1
             continue

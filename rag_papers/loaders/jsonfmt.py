@@ -63,7 +63,9 @@ def _walk_object(text: str, pos: int) -> tuple[dict[str, Any], int]:
         return members, pos + 1
     while True:
         if not text.startswith('"', pos):
-            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, pos)
+            raise json.JSONDecodeError(
+                "Expecting property name enclosed in double quotes", text, pos
+            )
         key, pos = _DECODER.raw_decode(text, pos)
         pos = _skip(text, pos)
         if not text.startswith(":", pos):
@@ -118,7 +120,9 @@ def _pick_list(
             return lists[key]
     if "title" in members:
         # A single record on its own; turn the walked lists back into plain values.
-        plain = {k: [v for _, _, v in val] if _is_record_list(val) else val for k, val in members.items()}
+        plain = {
+            k: [v for _, _, v in val] if _is_record_list(val) else val for k, val in members.items()
+        }
         return [(start, end, plain)]
     of_dicts = [v for v in lists.values() if v and any(isinstance(x, dict) for _, _, x in v)]
     if len(of_dicts) == 1:

@@ -141,7 +141,8 @@ def as_categories(value: Any, key: str) -> list[str]:
         items = [c.strip() for c in value if c.strip()]
     else:
         raise RecordError(
-            "categories", f"expected a list of strings or a string in '{key}', got {_type_name(value)}"
+            "categories",
+            f"expected a list of strings or a string in '{key}', got {_type_name(value)}",
         )
     return list(dict.fromkeys(items))  # arXiv lists repeat categories; keep first order
 

