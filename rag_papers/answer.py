@@ -346,13 +346,15 @@ def check_support(
             best = max(best, 0.9 * len(claim_words & all_words) / len(claim_words))
         v.score = best
         pending.append((v, source_sentences))
-    if embedder is not None and pending:
-        texts = [v.text for v, _ in pending]
-        flat = [s for _, ss in pending for s in ss]
+    # Embeddings only for what lexical overlap did not already settle (quotes need none).
+    to_embed = [(v, ss) for v, ss in pending if v.score < threshold]
+    if embedder is not None and to_embed:
+        texts = [v.text for v, _ in to_embed]
+        flat = [s for _, ss in to_embed for s in ss]
         vectors = embedder.embed_documents(texts + flat)
         claim_vecs, src_vecs = vectors[: len(texts)], vectors[len(texts) :]
         pos = 0
-        for i, (v, ss) in enumerate(pending):
+        for i, (v, ss) in enumerate(to_embed):
             sims = src_vecs[pos : pos + len(ss)] @ claim_vecs[i]
             pos += len(ss)
             if len(sims):

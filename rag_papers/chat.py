@@ -200,14 +200,19 @@ def condense_heuristic(question: str, history: Sequence[tuple[str, str]]) -> str
 
 
 # --- session citation numbers ---------------------------------------------------------------
+_SPACED_MARKER = re.compile(r"([ \t]*)" + CITATION_PATTERN.pattern)
+
+
 def _renumber_markers(text: str, to_session: Callable[[int], int | None]) -> str:
-    """Map every marker in one pass; a marker without a paper is dropped, never guessed."""
+    """Map every marker in one pass; a marker without a paper is dropped (with the space
+    before it), never guessed."""
 
     def repl(match: re.Match[str]) -> str:
-        numbers = (to_session(n) for n in _expand_markers(match.group(1)))
-        return "".join(f"[{n}]" for n in dict.fromkeys(n for n in numbers if n is not None))
+        numbers = (to_session(n) for n in _expand_markers(match.group(2)))
+        out = "".join(f"[{n}]" for n in dict.fromkeys(n for n in numbers if n is not None))
+        return match.group(1) + out if out else ""
 
-    return CITATION_PATTERN.sub(repl, text)
+    return _SPACED_MARKER.sub(repl, text)
 
 
 def _numberer(
@@ -618,10 +623,10 @@ class _Repl:
             try:
                 standalone = self.session.condense(question)
                 events.put(("rewrite", standalone))
-                turn_answer = self.session.ask(
+                self.session.ask(
                     question, standalone_question=standalone, on_delta=on_delta, cancel=token
                 )
-                events.put(("answer", turn_answer))
+                events.put(("answer", self.session.history[-1]))  # the turn just recorded
             except AnswerCancelled:
                 events.put(("cancelled", None))
             except BaseException as exc:  # shown in the main thread; the session goes on
@@ -629,33 +634,37 @@ class _Repl:
 
         self._worker = threading.Thread(target=work, name="rag-papers-answer", daemon=True)
         self._worker.start()
-        started = False
+        shown: list[bool] = []  # set once answer text has been written
+        try:
+            self._pump(events, question, shown)
+        except KeyboardInterrupt:
+            self.write("\n" if shown else "")
+            if token.cancel():
+                self.say("[answer stopped]", style="yellow")
+            else:  # it had been recorded a moment before: say so rather than hide it
+                self.say("[output stopped; the answer was complete and is kept]", style="yellow")
+
+    def _pump(self, events: queue.Queue[tuple[str, Any]], question: str, shown: list[bool]) -> None:
+        """Print the worker's events until its answer, error or cancellation."""
         while True:
             try:
                 kind, value = events.get(timeout=0.1)
             except queue.Empty:
                 continue
-            except KeyboardInterrupt:
-                if token.cancel():
-                    self.write("\n" if started else "")
-                    self.say("[answer stopped]", style="yellow")
-                    return
-                continue  # it had just been recorded: show it as usual
             if kind == "rewrite":
                 if value.strip() != question.strip():
                     self.say(f"↳ searching for: {value}", style="cyan")
             elif kind == "delta":
-                started = True
+                shown.append(True)
                 self.write(value)
             elif kind == "answer":
                 self.write("\n")
-                self.show_after(self.session.history[-1])
+                self.show_after(value)
                 return
             elif kind == "cancelled":
                 return
             else:
-                if started:
-                    self.write("\n")
+                self.write("\n" if shown else "")
                 self.error(value)
                 return
 
@@ -834,6 +843,24 @@ def _key_bindings() -> Any:
     return kb
 
 
+def _turn(prompt: Any, repl: _Repl) -> bool:
+    """Read one entry and act on it; False means quit."""
+    try:
+        line = prompt.prompt("papers> ")
+    except KeyboardInterrupt:
+        return True  # Ctrl-C at the prompt clears the line
+    text = line.strip()
+    if not text:
+        return True
+    try:
+        if text.startswith("/"):
+            return repl.command(text)
+        repl.answer(text)
+    except KeyboardInterrupt:  # Ctrl-C while a command prints: back to the prompt
+        repl.say("\n[interrupted]", style="yellow")
+    return True
+
+
 def run_repl(
     qa: PaperQA, settings: Settings, *, llm: str | None = None, k: int | None = None
 ) -> None:
@@ -868,18 +895,11 @@ def run_repl(
     )
     while True:
         try:
-            line = prompt.prompt("papers> ")
-        except KeyboardInterrupt:
-            continue  # Ctrl-C at the prompt clears the line
-        except EOFError:
-            break
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            if not repl.command(text):
+            if not _turn(prompt, repl):
                 break
-            continue
-        repl.answer(text)
+        except KeyboardInterrupt:  # Ctrl-C between the prompt and the work: back to the prompt
+            repl.write("\n")
+        except EOFError:  # Ctrl-D on an empty line
+            break
     repl.say("Bye.", style="dim")
     sys.stdout.flush()

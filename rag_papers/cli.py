@@ -97,7 +97,7 @@ class State:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(highlight=False)
+            self._out = Console(highlight=False, markup=False)
         return self._out
 
     @property
@@ -106,7 +106,7 @@ class State:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(stderr=True, highlight=False)
+            self._err = Console(stderr=True, highlight=False, markup=False)
         return self._err
 
     def notify(self, message: str) -> None:
@@ -178,7 +178,7 @@ def _load_lazy_app(name: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         # Only a missing module of our own means "not available"; anything else is a bug.
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise CLIError(
                 f"`rag-papers {name}` is not available: {module_name} is missing from this build"
             ) from None
@@ -404,6 +404,7 @@ def ingest(
         _print_json(report.to_dict())
     else:
         render_ingest_report(state.out, report)
+        state.out.print(f"index: {index.location} (collection {settings.collection})", style="dim")
     if strict and report.rejected:
         raise typer.Exit(1)
 

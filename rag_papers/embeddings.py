@@ -174,8 +174,12 @@ def make_embedder(settings: Settings) -> Embedder:
     )
 
 
-def as_llama_index_embedding(embedder: Embedder) -> BaseEmbedding:
-    """Wrap an Embedder as a llama-index BaseEmbedding (for VectorStoreIndex and friends)."""
+def as_llama_index_embedding(embedder: Embedder, batch_size: int | None = None) -> BaseEmbedding:
+    """Wrap an Embedder as a llama-index BaseEmbedding (for VectorStoreIndex and friends).
+
+    llama-index hands the adapter ``batch_size`` texts at a time (default: the embedder's).
+    """
+    size = batch_size or getattr(embedder, "batch_size", 32)
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from pydantic import PrivateAttr
 
@@ -183,7 +187,7 @@ def as_llama_index_embedding(embedder: Embedder) -> BaseEmbedding:
         _inner: Any = PrivateAttr()
 
         def __init__(self, inner: Embedder) -> None:
-            super().__init__(model_name=inner.model_id, embed_batch_size=1024)
+            super().__init__(model_name=inner.model_id, embed_batch_size=size)
             self._inner = inner
 
         def _get_query_embedding(self, query: str) -> list[float]:

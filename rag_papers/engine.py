@@ -96,8 +96,10 @@ class PaperQA:
     ) -> None:
         self.settings = settings or load_settings()
         self._index = index
-        self._llm = llm
-        self._llm_spec: str | None = None if llm is None else "given"
+        # One backend per llm spec, so switching per request never reloads a model file.
+        self._backends: dict[str, LLMBackend | None] = {}
+        if llm is not None:
+            self._backends[self.settings.llm] = llm
         self._lock = threading.Lock()
         self.notify = notify or (lambda message: None)
 
@@ -128,13 +130,10 @@ class PaperQA:
         from rag_papers.llms import make_backend
 
         spec = spec or self.settings.llm
-        if self._llm_spec == "given" and spec == self.settings.llm:
-            return self._llm
         with self._lock:
-            if self._llm_spec != spec:
-                self._llm = make_backend(self.settings, spec)
-                self._llm_spec = spec
-            return self._llm
+            if spec not in self._backends:
+                self._backends[spec] = make_backend(self.settings, spec)
+            return self._backends[spec]
 
     # --- operations --------------------------------------------------------------------
     def ingest(

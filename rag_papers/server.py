@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,7 +56,22 @@ if TYPE_CHECKING:
     from rag_papers.engine import PaperQA
     from rag_papers.index import IngestReport
 
-__all__ = ["MODEL_ID", "ApiError", "check_bind", "create_app", "is_loopback", "serve"]
+__all__ = [
+    "MODEL_ID",
+    "ApiError",
+    "AskBody",
+    "ChatBody",
+    "ChatMessage",
+    "ErrorBody",
+    "ErrorResponse",
+    "FilterBody",
+    "IngestPathBody",
+    "SearchBody",
+    "check_bind",
+    "create_app",
+    "is_loopback",
+    "serve",
+]
 
 log = logging.getLogger("rag_papers.server")
 
@@ -201,7 +216,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 # --- errors ----------------------------------------------------------------------------------
 def _error(
-    status: int, message: str, type: str, headers: dict[str, str] | None = None
+    status: int, message: str, type: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type}}, status, headers=headers)
 

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     tokenizer: str = Field(default="cl100k_base", description="tiktoken encoding for counting.")
     ingest_batch_papers: int = Field(
-        default=128,
+        default=256,
         ge=1,
         description="Papers embedded and stored per step; each step is committed on its own.",
     )

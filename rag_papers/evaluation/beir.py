@@ -22,7 +22,6 @@ from rag_papers.evaluation.runner import _beir_name, dedicated_index_dir
 if TYPE_CHECKING:
     from rag_papers.engine import PaperQA
     from rag_papers.index import IngestReport
-    from rag_papers.retrieval import Mode
     from rag_papers.settings import Settings
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "PUBLISHED",
     "BeirData",
     "BeirError",
+    "BeirResult",
     "TuneResult",
     "beir_runs",
     "beir_settings",
@@ -95,8 +95,10 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirData:
     queries_path = folder / "queries.jsonl"
     for path in (corpus, queries_path, qrels_path):
         if not path.is_file():
-            raise BeirError(f"{path}: missing (a BEIR folder has corpus.jsonl, queries.jsonl "
-                            f"and qrels/<split>.tsv)")
+            raise BeirError(
+                f"{path}: missing (a BEIR folder has corpus.jsonl, queries.jsonl "
+                f"and qrels/<split>.tsv)"
+            )
     qrels: dict[str, dict[str, int]] = {}
     with qrels_path.open(encoding="utf-8", newline="") as fh:
         for number, rec in enumerate(csv.reader(fh, delimiter="\t"), start=1):
@@ -105,7 +107,9 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirData:
             try:
                 qid, doc, score = rec[0], rec[1], int(rec[2])
             except (IndexError, ValueError):
-                raise BeirError(f"{qrels_path}:{number}: expected query-id, corpus-id, score") from None
+                raise BeirError(
+                    f"{qrels_path}:{number}: expected query-id, corpus-id, score"
+                ) from None
             if score > 0:
                 qrels.setdefault(qid, {})[doc] = score
     texts: dict[str, str] = {}
@@ -119,7 +123,9 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirData:
             except (ValueError, KeyError, TypeError):
                 raise BeirError(f"{queries_path}:{number}: expected {{'_id', 'text'}}") from None
     if missing := [q for q in qrels if q not in texts]:
-        raise BeirError(f"{qrels_path}: queries not in {queries_path.name}: {', '.join(missing[:5])}")
+        raise BeirError(
+            f"{qrels_path}: queries not in {queries_path.name}: {', '.join(missing[:5])}"
+        )
     if not qrels:
         raise BeirError(f"{qrels_path}: no relevance judgements")
     return BeirData(
@@ -132,7 +138,9 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirData:
     )
 
 
-def beir_settings(settings: Settings, folder: Path | str, index_dir: Path | str | None = None) -> Settings:
+def beir_settings(
+    settings: Settings, folder: Path | str, index_dir: Path | str | None = None
+) -> Settings:
     """Settings for the dataset's own (local) index; everything else as given."""
     target = Path(index_dir) if index_dir else dedicated_index_dir(settings, folder)
     return settings.model_copy(update={"index_dir": target, "chroma_url": None})
@@ -170,7 +178,9 @@ def beir_runs(
     return out
 
 
-def _ranked(run: Mapping[str, Mapping[str, float]], k: int | None = None) -> dict[str, dict[str, float]]:
+def _ranked(
+    run: Mapping[str, Mapping[str, float]], k: int | None = None
+) -> dict[str, dict[str, float]]:
     # Rank-derived scores: ranx then sees exactly the engine's order, ties included.
     out = {}
     for qid, scores in run.items():
@@ -285,7 +295,9 @@ def run_beir(
 ) -> BeirResult:
     """Ingest (idempotent), retrieve every query per mode, score with ranx."""
     t = time.perf_counter()
-    report = ingest_beir(qa, data, progress=(lambda s, d, n: progress(f"ingest:{s}", d, n)) if progress else None)
+    report = ingest_beir(
+        qa, data, progress=(lambda s, d, n: progress(f"ingest:{s}", d, n)) if progress else None
+    )
     ingest = {**report.to_dict(), "seconds": round(time.perf_counter() - t, 2)}
     ingest.pop("rejected", None)
     ingest["rejected"] = len(report.rejected)
@@ -327,7 +339,13 @@ def write_beir_report(result: BeirResult, out_dir: Path | str) -> tuple[Path, Pa
         cells = " | ".join(f"{vals[m]:.3f}" for m in BEIR_METRICS)
         lines.append(f"| {mode} | {cells} | {result.seconds.get(mode, 0):.1f} |")
     if published := PUBLISHED.get(result.data.name.lower()):
-        lines += ["", "Published nDCG@10 on the test split:", "", "| system | nDCG@10 |", "|---|---:|"]
+        lines += [
+            "",
+            "Published nDCG@10 on the test split:",
+            "",
+            "| system | nDCG@10 |",
+            "|---|---:|",
+        ]
         lines += [f"| {name} | {value} |" for name, value in published]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_path, md_path
@@ -342,7 +360,12 @@ class TuneResult:
     branches: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "best": self.best, "branches": self.branches, "grid": self.grid}
+        return {
+            "metric": self.metric,
+            "best": self.best,
+            "branches": self.branches,
+            "grid": self.grid,
+        }
 
 
 DENSE_WEIGHTS = tuple(round(i / 10, 1) for i in range(11))

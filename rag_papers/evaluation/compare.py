@@ -87,12 +87,16 @@ def compare(
     ``tolerance`` (scores in [0, 1]) or ``relative_tolerance`` of A (seconds, tokens, cost)."""
     a = run_a if isinstance(run_a, Mapping) else read_summary(run_a)
     b = run_b if isinstance(run_b, Mapping) else read_summary(run_b)
-    out = Comparison(run_a=str(run_a if not isinstance(run_a, Mapping) else "A"),
-                     run_b=str(run_b if not isinstance(run_b, Mapping) else "B"))
+    out = Comparison(
+        run_a=str(run_a if not isinstance(run_a, Mapping) else "A"),
+        run_b=str(run_b if not isinstance(run_b, Mapping) else "B"),
+    )
     if a.get("dataset_sha256") != b.get("dataset_sha256"):
         out.notes.append("the runs used different datasets (sha256 differs)")
     if a.get("n_answered") != b.get("n_answered"):
-        out.notes.append(f"answered questions differ: {a.get('n_answered')} vs {b.get('n_answered')}")
+        out.notes.append(
+            f"answered questions differ: {a.get('n_answered')} vs {b.get('n_answered')}"
+        )
     for name in ("settings_fingerprint", "llm", "embed_model"):
         if a.get(name) != b.get(name):
             out.notes.append(f"{name}: {a.get(name)} -> {b.get(name)}")
@@ -131,8 +135,10 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
         arrow = "↑" if d.higher_is_better else "↓"
         delta = "" if d.delta is None else f"{d.delta:+.3f}"
         flag = (
-            "[bold red]regression[/]" if d.regression
-            else "[green]better[/]" if d.improvement
+            "[bold red]regression[/]"
+            if d.regression
+            else "[green]better[/]"
+            if d.improvement
             else ""
         )
         style = "red" if d.regression else "green" if d.improvement else None
@@ -182,7 +188,9 @@ def check_thresholds(summary: Mapping[str, Any], thresholds: Sequence[Threshold]
     metrics = summary.get("metrics", {})
     problems = []
     for t in thresholds:
-        table = metrics.get("per_type", {}).get(t.qtype, {}) if t.qtype else metrics.get("overall", {})
+        table = (
+            metrics.get("per_type", {}).get(t.qtype, {}) if t.qtype else metrics.get("overall", {})
+        )
         if t.key not in table:
             known = ", ".join(metrics.get("overall", {})) or "none"
             where = f" for type {t.qtype!r}" if t.qtype else ""

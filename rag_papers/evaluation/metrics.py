@@ -55,6 +55,7 @@ __all__ = [
     "missing_facts",
     "parse_correctness",
     "parse_faithfulness",
+    "ranx_scores",
 ]
 
 
@@ -475,14 +476,18 @@ def _clean(value: float | None) -> float | None:
 
 
 def evaluate_rows(rows: Sequence[EvalRow], metrics: Iterable[Metric] | None = None) -> MetricsTable:
-    metrics = list(metrics) if metrics is not None else default_metrics(
-        judge=any(r.judge is not None for r in rows)
+    metrics = (
+        list(metrics)
+        if metrics is not None
+        else default_metrics(judge=any(r.judge is not None for r in rows))
     )
     table = MetricsTable()
     per_row: dict[str, list[float | None]] = {m.key: m.score_many(rows) for m in metrics}
     for i, row in enumerate(rows):
         table.per_question[row.id] = {k: _clean(v[i]) for k, v in per_row.items()}
-    types = sorted({r.type for r in rows}, key=lambda t: (t not in _TYPE_ORDER, _TYPE_ORDER.get(t, 0), t))
+    types = sorted(
+        {r.type for r in rows}, key=lambda t: (t not in _TYPE_ORDER, _TYPE_ORDER.get(t, 0), t)
+    )
     for m in metrics:
         values = per_row[m.key]
         applicable = [v for v in values if v is not None]
@@ -599,7 +604,9 @@ def parse_correctness(text: str) -> float | None:
             continue
         keys = {k.upper(): v for k, v in obj.items() if isinstance(k, str)}
         if any(k in keys for k in ("TP", "FP", "FN")):
-            n = {k: len(keys[k]) if isinstance(keys.get(k), list) else 0 for k in ("TP", "FP", "FN")}
+            n = {
+                k: len(keys[k]) if isinstance(keys.get(k), list) else 0 for k in ("TP", "FP", "FN")
+            }
             total = n["TP"] + 0.5 * (n["FP"] + n["FN"])
             return n["TP"] / total if total else None
         score = keys.get("SCORE")
@@ -621,9 +628,13 @@ class LLMJudge:
     def _ask(self, prompt: str) -> str:
         return str(self.backend.complete([{"role": "user", "content": prompt}]).text)
 
-    def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> tuple[float | None, str]:
+    def faithfulness(
+        self, question: str, answer: str, contexts: Sequence[str]
+    ) -> tuple[float | None, str]:
         context = "\n\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
-        raw = self._ask(FAITHFULNESS_PROMPT.format(context=context, question=question, answer=answer))
+        raw = self._ask(
+            FAITHFULNESS_PROMPT.format(context=context, question=question, answer=answer)
+        )
         return parse_faithfulness(raw), raw
 
     def correctness(self, question: str, answer: str, reference: str) -> tuple[float | None, str]:

@@ -76,7 +76,9 @@ def diagnose(row: EvalRow, *, top_k: int | None = None) -> list[str]:
     return reasons
 
 
-def failures(rows: Sequence[EvalRow], *, top_k: int | None = None) -> list[tuple[EvalRow, list[str]]]:
+def failures(
+    rows: Sequence[EvalRow], *, top_k: int | None = None
+) -> list[tuple[EvalRow, list[str]]]:
     out = []
     for row in rows:
         if reasons := diagnose(row, top_k=top_k):
@@ -101,19 +103,33 @@ def _direction(key: str) -> str:
 
 def _header_facts(summary: RunSummary) -> list[tuple[str, str]]:
     prompts = ", ".join(f"{k} {v}" for k, v in summary.prompt_hashes.items())
+    by_type = ", ".join(f"{k} {v}" for k, v in summary.n_by_type.items())
+    depth = summary.retrieval_depth
     facts = [
-        ("dataset", f"{summary.dataset_path or summary.dataset} (sha256 {summary.dataset_sha256[:12]})"),
+        (
+            "dataset",
+            f"{summary.dataset_path or summary.dataset} (sha256 {summary.dataset_sha256[:12]})",
+        ),
         ("date", summary.date),
-        ("questions", f"{summary.n_questions} ({', '.join(f'{k} {v}' for k, v in summary.n_by_type.items())})"),
+        (
+            "questions",
+            f"{summary.n_questions} ({by_type})",
+        ),
         ("answered / errors", f"{summary.n_answered} / {summary.n_errors}"),
         ("llm", summary.llm),
         ("embedding model", summary.embed_model),
-        ("retrieval", f"{summary.retrieval_mode}, top_k {summary.top_k}, metrics at depth {summary.retrieval_depth}"),
+        (
+            "retrieval",
+            f"{summary.retrieval_mode}, top_k {summary.top_k}, metrics at depth {depth}",
+        ),
         ("settings fingerprint", summary.settings_fingerprint),
         ("prompt hashes", prompts),
         ("rag_papers version", summary.package_version),
-        ("index", summary.index),
-        ("wall time", f"{summary.wall_s:.1f} s with {summary.jobs} job(s); {summary.n_resumed} resumed"),
+        ("index", f"{summary.index} ({summary.index_papers} papers)"),
+        (
+            "wall time",
+            f"{summary.wall_s:.1f} s with {summary.jobs} job(s); {summary.n_resumed} resumed",
+        ),
     ]
     if summary.judge_model:
         facts.append(("judge", summary.judge_model))
@@ -212,7 +228,7 @@ def plots(summary: RunSummary, rows: Sequence[EvalRow]) -> dict[str, str]:
     out["latency"] = _png(fig)
 
     depth = summary.retrieval_depth
-    labels = [str(i) for i in range(1, depth + 1)] + ["not retrieved"]
+    labels = [str(i) for i in range(1, depth + 1)] + ["not\nretrieved"]
     counts = [0] * len(labels)
     for r in ok:
         if r.gold_ids:
@@ -257,9 +273,7 @@ def render_html(summary: RunSummary, rows: Sequence[EvalRow], images: dict[str, 
             f"<tr><td>{e(key)} {_direction(key)}</td><td class=num>{_fmt(value, key)}</td>"
             f"<td class=num>{m.counts.get(key, 0)}</td>"
         )
-        parts += [
-            f"<td class=num>{_fmt(m.per_type.get(t, {}).get(key), key)}</td>" for t in types
-        ]
+        parts += [f"<td class=num>{_fmt(m.per_type.get(t, {}).get(key), key)}</td>" for t in types]
         parts.append("</tr>")
     parts.append("</table>")
     titles = {
@@ -275,8 +289,10 @@ def render_html(summary: RunSummary, rows: Sequence[EvalRow], images: dict[str, 
     fails = failures(rows, top_k=summary.top_k)
     parts.append(f"<h2>Failures ({len(fails)} of {len(rows)})</h2>")
     if fails:
-        parts.append("<table><tr><th>id</th><th>type</th><th>question</th><th>answer</th>"
-                     "<th>what went wrong</th></tr>")
+        parts.append(
+            "<table><tr><th>id</th><th>type</th><th>question</th><th>answer</th>"
+            "<th>what went wrong</th></tr>"
+        )
         for row, reasons in fails:
             answer = row.answer.text if row.answer else ""
             parts.append(

@@ -41,8 +41,8 @@ __all__ = [
     "dedicated_index_dir",
     "default_out_dir",
     "load_results",
-    "run_eval",
     "read_summary",
+    "run_eval",
     "run_fingerprint",
     "summarise",
 ]
@@ -74,6 +74,7 @@ class RunSummary(BaseModel):
     top_k: int
     retrieval_depth: int = RETRIEVAL_DEPTH
     index: str
+    index_papers: int = 0
     n_questions: int
     n_answered: int
     n_errors: int
@@ -93,7 +94,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
 
 
-def default_out_dir(dataset_path: Path | str, llm: str, *, root: Path | str = "eval/reports") -> Path:
+def default_out_dir(
+    dataset_path: Path | str, llm: str, *, root: Path | str = "eval/reports"
+) -> Path:
     """eval/reports/<dataset-stem>-<mode>-<date>; mode is 'extractive' or the model name."""
     mode = "extractive" if llm == "extractive" else llm.split(":", 1)[-1].rsplit("/", 1)[-1]
     return Path(root) / f"{Path(dataset_path).stem}-{_slug(mode)}-{dt.date.today().isoformat()}"
@@ -145,6 +148,16 @@ def load_results(path: Path) -> list[EvalRow]:
                 continue  # interrupted while writing: that question is simply asked again
             raise ValueError(f"{path}:{number}: not a results row") from None
     return rows
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a write killed midway) before appending."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _now() -> str:
@@ -236,15 +249,13 @@ def run_eval(
     previous = {
         r.id: r for r in load_results(results_path) if r.fingerprint == fingerprint and r.ok
     }
-    todo = [
-        q for q in dataset
-        if not (q.id in previous and previous[q.id].question == q.question)
-    ]
+    todo = [q for q in dataset if not (q.id in previous and previous[q.id].question == q.question)]
     done = len(dataset) - len(todo)
     if progress:
         progress(done, len(dataset), None)
 
     if todo:
+        _drop_torn_tail(results_path)
         with results_path.open("a", encoding="utf-8") as fh:
             pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="eval")
             pending: set[Future[EvalRow]] = set()
@@ -359,6 +370,7 @@ def summarise(
         retrieval_mode=s.retrieval_mode,
         top_k=k or s.top_k,
         index=str(stats.get("store", "")),
+        index_papers=int(stats.get("papers") or 0),
         n_questions=len(dataset),
         n_answered=len(scored),
         n_errors=len(rows) - len(scored),
