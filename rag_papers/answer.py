@@ -31,6 +31,7 @@ __all__ = [
     "extractive_answer",
     "is_abstention",
     "parse_citations",
+    "split_answer",
 ]
 
 ABSTAIN_PHRASE = "I cannot answer this from the indexed papers."

@@ -9,7 +9,7 @@ from typing import Any
 from rag_papers.papers import Paper
 from rag_papers.text import encoding, split_sentences
 
-__all__ = ["Chunk", "chunk_paper", "chunker_id", "paper_metadata"]
+__all__ = ["Chunk", "chunk_paper", "chunker_id", "metadata_to_paper", "paper_metadata"]
 
 
 @dataclass(slots=True)

@@ -152,6 +152,8 @@ class _ScriptedReActLLM(CustomLLM):
         yield CompletionResponse(text=text, delta=text)
 
 
+# llama-index's agent workflow trips pydantic deprecation warnings of its own.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_query_engine_tool_in_a_react_agent(sample_qa: PaperQA) -> None:
     from llama_index.core.agent.workflow import ReActAgent, ToolCallResult
 

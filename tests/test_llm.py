@@ -38,6 +38,16 @@ from rag_papers.text import count_tokens
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 MAX_TOKENS = 128  # SmolLM2 writes ~100 tokens/s on 2 cores
+# A short prompt: on a busy 2-core machine llama.cpp reads a long one at a few dozen tokens/s.
+# The CLI test uses the same values, so the server's prompt cache serves its identical prompt.
+SMOL_SETTINGS: dict[str, Any] = {
+    "llm": "openai:smollm2",
+    "max_tokens": MAX_TOKENS,
+    "prompt_budget": 900,
+    "top_k": 4,
+    "llm_max_retries": 0,
+    "llm_timeout": 300.0,
+}
 
 
 def _markers(text: str) -> list[int]:
@@ -390,13 +400,7 @@ def smol(
         for var in [v for v in os.environ if v.startswith("RAG_PAPERS_")] + ["OPENAI_API_KEY"]:
             mp.delenv(var, raising=False)
         settings = load_settings(
-            index_dir=root / "index",
-            data_dir=root,
-            llm="openai:smollm2",
-            openai_base_url=llama_url,
-            max_tokens=MAX_TOKENS,
-            llm_max_retries=0,
-            llm_timeout=120.0,
+            index_dir=root / "index", data_dir=root, openai_base_url=llama_url, **SMOL_SETTINGS
         )
         qa = PaperQA(settings)
         deltas, streamed = _run_stream(qa, SELF_RAG_Q)
@@ -482,8 +486,7 @@ def test_cli_ask_streams_through_llama_server(
         "RAG_PAPERS_INDEX_DIR": str(smol.settings.index_dir),
         "RAG_PAPERS_DATA_DIR": str(tmp_path / "data"),
         "RAG_PAPERS_OPENAI_BASE_URL": llama_url,
-        "RAG_PAPERS_MAX_TOKENS": str(MAX_TOKENS),
-        "RAG_PAPERS_LLM_MAX_RETRIES": "0",
+        **{f"RAG_PAPERS_{k.upper()}": str(v) for k, v in SMOL_SETTINGS.items() if k != "llm"},
         "NO_COLOR": "1",
         "COLUMNS": "200",
     }

@@ -21,7 +21,7 @@ from rag_papers.loaders.common import (
 from rag_papers.loaders.records import FieldKeys, build_paper
 from rag_papers.papers import Paper
 
-__all__ = ["Block", "blocks", "find_start", "parse_hf"]
+__all__ = ["Block", "blocks", "find_start", "is_abstract", "is_title", "parse_hf"]
 
 # Titles on the page are one line of at most ~20 words; abstracts are 100-300 words. The
 # thresholds leave a wide margin on both sides of what the sample shows (17 and 188 words).
