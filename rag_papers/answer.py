@@ -186,9 +186,16 @@ def parse_citations(text: str, n_shown: int) -> tuple[str, list[int], list[int]]
 
 
 def is_abstention(text: str) -> bool:
-    """The model used the fixed phrase (allowing case, punctuation and quotes around it)."""
-    norm = " ".join(words(text))
-    return " ".join(words(ABSTAIN_PHRASE)) in norm and len(norm) < 3 * len(ABSTAIN_PHRASE)
+    """The model answered with the fixed phrase: it opens the answer, or is nearly all of it.
+
+    Case, punctuation and quotes around it are allowed; a cited answer that merely mentions
+    the phrase at its end is not an abstention.
+    """
+    norm = " ".join(words(CITATION_PATTERN.sub(" ", text)))
+    phrase = " ".join(words(ABSTAIN_PHRASE))
+    if phrase not in norm:
+        return False
+    return norm.startswith(phrase) or len(norm.replace(phrase, "").split()) <= 3
 
 
 # --- support ----------------------------------------------------------------------------
@@ -367,8 +374,13 @@ def check_support(
     return verdicts
 
 
+_TRAILING_MARKERS = re.compile(r"([.!?])\s*((?:\[[\d\s,;\-–]+\]\s*)+)")
+
+
 def split_answer(text: str) -> list[tuple[str, list[int]]]:
     """Answer sentences with the markers each carries; a lone marker run joins the sentence."""
+    # "claim. [2] Next" cites the first sentence: move such runs before the full stop.
+    text = _TRAILING_MARKERS.sub(lambda m: " " + m[2].strip() + m[1] + " ", text)
     out: list[tuple[str, list[int]]] = []
     for sentence in split_sentences(text):
         markers = [

@@ -46,7 +46,8 @@ Streaming
 The REPL (:func:`run_repl`)
     prompt_toolkit with a persistent history file (settings.resolved_history_file). Enter
     sends; Esc then Enter (Alt+Enter) or a trailing backslash inserts a new line. Answers
-    run in a worker thread and stream into the terminal; Ctrl-C while an answer is written
+    run in a worker thread and stream into the terminal; then rag_papers.render shows the
+    label, sources and support verdict as the CLI does. Ctrl-C while an answer is written
     cancels it (the worker stops at its next piece of text, and the turn is not recorded)
     and returns to the prompt; Ctrl-C at the prompt clears the line; Ctrl-D exits.
 
@@ -505,12 +506,10 @@ def _reference(s: SessionSource) -> str:
 
 
 def _verdict_line(a: Answer) -> str:
-    mode = (
-        "Extractive answer: sentences quoted from the abstracts (no LLM configured)"
-        if a.mode == "extractive"
-        else f"Answer by {a.model}"
-    )
-    return f"{mode}. Support: {a.supported}/{a.claims} claim sentences backed by their sources."
+    from rag_papers.render import answer_label  # the label the terminal shows, too
+
+    label = answer_label(a)
+    return f"{label[:1].upper()}{label[1:]}. Supported: {a.supported}/{a.claims} claim sentences."
 
 
 # --- the REPL ---------------------------------------------------------------------------------
@@ -572,34 +571,22 @@ class _Repl:
         self.say(f"error: {name}{exc}", style="bold red")
 
     def write(self, text: str) -> None:
-        self.console.file.write(text)
+        """Raw text (answer pieces): no markup, control characters removed."""
+        from rag_papers.render import safe_text
+
+        self.console.file.write(safe_text(text))
         self.console.file.flush()
 
     def show_after(self, turn: Turn) -> None:
-        """Sources and support verdict after the streamed answer."""
-        a = turn.answer
-        if not turn.stream_exact:
-            self.say("(citation numbers corrected)", style="yellow")
-            self.say(a.text)
-        if a.abstained:
-            self.say(f"({a.abstain_reason})", style="dim")
-            if a.sources:
-                self.say("Closest papers:", style="bold")
-                for s in a.sources[:3]:
-                    self.say(f"  · {s.title}" + (f" ({s.year})" if s.year else ""))
+        """After the streamed text: label, sources, support verdict (or the abstention)."""
+        from rag_papers.render import render_answer
+
+        if turn.stream_exact:
+            render_answer(self.console, turn.answer, streamed=True)
             return
-        if a.citations:
-            self.say("Sources:", style="bold")
-            for c in a.citations:
-                year = f" ({c.year})" if c.year else ""
-                self.say(f"  [{c.marker}] {c.title}{year} · {c.url or c.paper_id}")
-        if a.removed_markers:
-            removed = ", ".join(str(m) for m in a.removed_markers)
-            self.say(f"Removed citations to sources never shown: [{removed}]", style="yellow")
-        unsupported = [v for v in a.sentences if v.claim and not v.supported]
-        self.say(_verdict_line(a), style="green" if not unsupported else "yellow")
-        for v in unsupported:
-            self.say(f"  ✗ unsupported: “{v.text}” ({v.reason})", style="yellow")
+        self.write("\n")
+        self.say("(citation numbers corrected:)", style="yellow")
+        render_answer(self.console, turn.answer)
 
     # --- answering --------------------------------------------------------------------
     def answer(self, question: str) -> None:
@@ -658,7 +645,6 @@ class _Repl:
                 shown.append(True)
                 self.write(value)
             elif kind == "answer":
-                self.write("\n")
                 self.show_after(value)
                 return
             elif kind == "cancelled":
@@ -717,6 +703,8 @@ class _Repl:
             self.say(f"     id {s.paper_id} · cited in turn {turns}", style="dim")
 
     def cmd_paper(self, arg: str) -> None:
+        from rag_papers.render import render_paper
+
         if not arg:
             self.say("Usage: /paper ID  (or the session number N of a cited paper)")
             return
@@ -731,18 +719,9 @@ class _Repl:
         if paper is None:
             self.say(f"No paper with id {paper_id!r} in the index.", style="yellow")
             return
-        number = self.session.number_of(paper.id)
-        head = f"[{number}] " if number else ""
-        self.say(f"{head}{paper.title}", style="bold")
-        meta = [
-            ", ".join(paper.authors) if paper.authors else None,
-            str(paper.year) if paper.year else None,
-            " ".join(paper.categories) if paper.categories else None,
-            paper.url,
-            f"id {paper.id}",
-        ]
-        self.say(" · ".join(m for m in meta if m), style="dim")
-        self.say(paper.abstract)
+        if number := self.session.number_of(paper.id):
+            self.say(f"[{number}] in this session", style="cyan")
+        render_paper(self.console, paper)
 
     def cmd_k(self, arg: str) -> None:
         if not arg:

@@ -57,10 +57,14 @@ class MarkerFilter:
         out = []
         for ch in delta:
             if self._buf:
+                if ch == "[":  # a new bracket: what was held was not a marker
+                    out.append(self._buf)
+                    self._buf = ch
+                    continue
                 self._buf += ch
                 if ch == "]":
                     out.append(self._resolve())
-                elif not (ch.isdigit() or ch in " ,;-–") or len(self._buf) > 24:
+                elif not (ch.isdigit() or ch in " ,;-–"):
                     out.append(self._buf)  # not a marker after all
                     self._buf = ""
             elif ch == "[":

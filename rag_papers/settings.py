@@ -169,12 +169,12 @@ class Settings(BaseSettings):
         default=4, ge=1, le=20, description="Sentences an extractive answer quotes."
     )
     abstain_threshold: float = Field(
-        default=0.30,
+        default=0.25,
         description="Abstain when the best dense cosine similarity of any retrieved paper is "
         "below this (calibrated on eval/datasets/sample.jsonl).",
     )
     support_threshold: float = Field(
-        default=0.50,
+        default=0.69,
         description="A sentence without numbers is supported when its overlap with a cited "
         "source reaches this (calibrated on eval/datasets/support_labels.jsonl).",
     )

@@ -744,14 +744,21 @@ def _needs_llama() -> None:
 
 
 @pytest.mark.llm
-def test_judge_with_real_llama_server(tmp_path: Path) -> None:
+def test_judge_with_real_llama_server(eval_qa: Any, tmp_path: Path) -> None:
     _needs_llama()
     from servers import llama_server
 
+    from rag_papers.engine import PaperQA
     from rag_papers.evaluation.metrics import LLMJudge
+    from rag_papers.evaluation.runner import load_results, run_eval
     from rag_papers.llms import make_backend
     from rag_papers.settings import load_settings
 
+    # One source per answer keeps the judge's prompts short for a CPU-bound tiny model.
+    qa = PaperQA(eval_qa.settings.model_copy(update={"top_k": 1}), index=eval_qa.index)
+    data = _subset().head(2)
+    out = tmp_path / "run"
+    run_eval(qa, data, out_dir=out)
     row = _row(
         "j",
         gold_ids=["a"],
@@ -760,8 +767,12 @@ def test_judge_with_real_llama_server(tmp_path: Path) -> None:
     )
     with llama_server() as url:
         settings = load_settings(openai_base_url=url, max_tokens=160, data_dir=tmp_path)
-        judge = LLMJudge(make_backend(settings, "openai:smollm2"))
-        scores = judge.judge(row, ["France. Paris is the capital and largest city of France."])
+        backend = make_backend(settings, "openai:smollm2")
+        scores = LLMJudge(backend).judge(
+            row, ["France. Paris is the capital and largest city of France."]
+        )
+        # A finished run judged afterwards: answers are reused, only the judge is asked.
+        summary = run_eval(qa, data.head(1), out_dir=out, judge=backend)
     assert scores.error is None
     assert scores.model == "smollm2"
     assert scores.faithfulness_raw.strip() and scores.correctness_raw.strip()
@@ -771,6 +782,16 @@ def test_judge_with_real_llama_server(tmp_path: Path) -> None:
     assert scores.correctness == parse_correctness(scores.correctness_raw)
     for value in (scores.faithfulness, scores.correctness):
         assert value is None or 0.0 <= value <= 1.0
+
+    assert summary.n_resumed == 1 and summary.judge_model == "smollm2"
+    assert {"faithfulness", "correctness"} <= set(summary.metrics.overall)
+    assert set(summary.judge_prompt_hashes) == {"faithfulness", "correctness"}
+    rows = load_results(out / "results.jsonl")
+    judged = [r for r in rows if r.judge is not None]
+    assert len(rows) == 3 and [r.id for r in judged] == [data.questions[0].id]
+    before = next(r for r in rows if r.id == judged[0].id and r.judge is None)
+    assert judged[0].answer == before.answer  # the same answer, not asked again
+    assert judged[0].judge is not None and judged[0].judge.faithfulness_raw.strip()
 
 
 def test_public_names_are_exported() -> None:
@@ -785,3 +806,5 @@ def test_public_names_are_exported() -> None:
         }
         assert public <= set(module.__all__), (name, public - set(module.__all__))
         assert all(hasattr(module, n) for n in module.__all__)
+    package = importlib.import_module("rag_papers.evaluation")
+    assert all(getattr(package, n) is not None for n in package.__all__)

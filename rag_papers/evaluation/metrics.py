@@ -582,18 +582,13 @@ def parse_faithfulness(text: str) -> float | None:
         items = obj.get("statements") if isinstance(obj, dict) else obj
         if not isinstance(items, list):
             continue
-        verdicts = [
-            _verdict(it.get("verdict")) for it in items if isinstance(it, dict) and "verdict" in it
-        ]
-        verdicts = [v for v in verdicts if v is not None]
+        raw = [_verdict(it.get("verdict")) for it in items if isinstance(it, dict)]
+        verdicts = [v for v in raw if v is not None]
         if verdicts:
             return sum(verdicts) / len(verdicts)
     # Free text fallback: "verdict: 1" / "Verdict: yes" lines.
-    found = [
-        _verdict(m.group(1))
-        for m in re.finditer(r"verdict\W{0,3}\s*(1|0|yes|no|true|false)\b", text, re.I)
-    ]
-    found = [v for v in found if v is not None]
+    matches = re.finditer(r"verdict\W{0,3}\s*(1|0|yes|no|true|false)\b", text, re.I)
+    found = [v for m in matches if (v := _verdict(m.group(1))) is not None]
     return sum(found) / len(found) if found else None
 
 

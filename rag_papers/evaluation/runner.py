@@ -198,12 +198,20 @@ def _ask_one(
     except Exception as exc:  # recorded, not raised: one bad question must not stop a run
         row.wall_s = round(time.perf_counter() - t, 4)
         row.error = f"{type(exc).__name__}: {exc}"
-    if judge is not None and row.ok and row.answer is not None:
+    if judge is not None:
+        _judge_row(qa, row, judge)
+    row.finished_at = _now()
+    return row
+
+
+def _judge_row(qa: PaperQA, row: EvalRow, judge: LLMJudge) -> EvalRow:
+    """Judge an answered row against the abstracts that were shown to the answerer."""
+    if row.ok and row.answer is not None:
         shown = [s.paper_id for s in row.answer.sources if s.marker is not None]
         papers = qa.index.papers(shown)
         contexts = [f"{papers[p].title}. {papers[p].abstract}" for p in shown if p in papers]
         row.judge = judge.judge(row, contexts)
-    row.finished_at = _now()
+        row.finished_at = _now()
     return row
 
 
@@ -250,11 +258,21 @@ def run_eval(
         r.id: r for r in load_results(results_path) if r.fingerprint == fingerprint and r.ok
     }
     todo = [q for q in dataset if not (q.id in previous and previous[q.id].question == q.question)]
-    done = len(dataset) - len(todo)
+    # Answers kept from an earlier run without this judge: judged now, not asked again.
+    unjudged: list[EvalRow] = []
+    if judge_obj is not None:
+        asked = {q.id for q in todo}
+        unjudged = [
+            previous[q.id]
+            for q in dataset
+            if q.id not in asked
+            and getattr(previous[q.id].judge, "model", None) != judge_obj.model_id
+        ]
+    done = len(dataset) - len(todo) - len(unjudged)
     if progress:
         progress(done, len(dataset), None)
 
-    if todo:
+    if todo or unjudged:
         _drop_torn_tail(results_path)
         with results_path.open("a", encoding="utf-8") as fh:
             pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="eval")
@@ -275,6 +293,9 @@ def run_eval(
                             judge=judge_obj,
                         )
                     )
+                if judge_obj is not None:
+                    for row in unjudged:
+                        pending.add(pool.submit(_judge_row, qa, row, judge_obj))
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
