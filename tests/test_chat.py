@@ -4,6 +4,7 @@ and the REPL driven through a real pseudo-terminal (pexpect)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import sys
@@ -219,6 +220,8 @@ def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> 
 
 
 # --- the REPL in a real pty ----------------------------------------------------------------------
+# "[1]", then spaces or styling escapes (NO_COLOR keeps bold), then the title.
+CITED_SELF_RAG = r"\[1\](?:\x1b\[[0-9;]*m|\s)*" + re.escape(SELF_RAG_TITLE)
 REPL_CODE = (
     "from rag_papers.settings import load_settings; from rag_papers.engine import PaperQA; "
     "from rag_papers.chat import run_repl; s = load_settings(); run_repl(PaperQA(s), s)"
@@ -269,7 +272,7 @@ def test_repl_conversation(index_copy: Path, tmp_path: Path) -> None:
     child = _spawn(index_copy, data)
     child.sendline(SELF_RAG_Q)
     child.expect("Sources:")
-    child.expect(r"\[1\] " + SELF_RAG_TITLE.replace("(", r"\("))
+    child.expect(CITED_SELF_RAG)
     child.expect("claim sentences")
     child.expect("papers>")
 
@@ -281,7 +284,7 @@ def test_repl_conversation(index_copy: Path, tmp_path: Path) -> None:
     child.expect("papers>")
 
     child.sendline("/sources")
-    child.expect(r"\[1\] " + SELF_RAG_TITLE)
+    child.expect(CITED_SELF_RAG)
     child.expect("cited in turn 1, 2")
     child.expect("papers>")
 

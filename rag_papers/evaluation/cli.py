@@ -1,8 +1,8 @@
 """`rag-papers eval ...`: run a dataset, compare two runs, BEIR retrieval benchmarks.
 
 Mounted lazily by rag_papers.cli; imports stay inside the commands so `--help` is instant.
-Exit codes: 0 fine, 1 a --fail-under threshold (or --fail-on-regression) was missed,
-2 a usage problem (bad dataset, folder, option).
+Exit codes: 0 fine, 1 a --fail-under threshold (or --fail-on-regression) was missed or a
+question failed with an error, 2 a usage problem (bad dataset, folder, option).
 """
 
 from __future__ import annotations
@@ -270,6 +270,12 @@ def _run(
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     console.print(f"reports: {run_dir}/report.md, report.html, summary.json, results.jsonl")
     _check(summary.model_dump(mode="json"), thresholds, err)
+    if summary.n_errors:
+        err.print(
+            f"[bold red]error:[/] {summary.n_errors} question(s) failed (see the failures "
+            "table); run the same command again to retry them"
+        )
+        raise typer.Exit(1)
 
 
 @app.command("compare")
