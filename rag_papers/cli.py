@@ -615,14 +615,14 @@ def serve(
 def _setting_sources(state: State, settings: Settings) -> dict[str, str]:
     """Where each setting's value came from, by the precedence load_settings applies:
     option > environment > config file > preset > default."""
-    from rag_papers.settings import _preset, _read_toml
+    from rag_papers.settings import preset_values, read_config_file
 
     sources = dict.fromkeys(type(settings).model_fields, "default")
     config = state.config or os.environ.get("RAG_PAPERS_CONFIG") or None
-    file_data: dict[str, Any] = _read_toml(Path(config), "config file") if config else {}
+    file_data: dict[str, Any] = read_config_file(Path(config), "config file") if config else {}
     preset = state.preset or file_data.get("preset") or os.environ.get("RAG_PAPERS_PRESET")
     if preset:
-        for key in _preset(preset):
+        for key in preset_values(preset):
             sources[key] = f"preset {preset}"
     for key in file_data:
         if key in sources:

@@ -16,7 +16,14 @@ from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PRESETS", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "PRESETS",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "preset_values",
+    "read_config_file",
+]
 
 PRESETS = ("offline", "openai", "ollama", "llamacpp", "scifact")
 
@@ -220,7 +227,8 @@ class Settings(BaseSettings):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
+def read_config_file(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The settings in a TOML file (flat, or under a [rag_papers] table)."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -232,7 +240,8 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
     return dict(data.get("rag_papers", data))
 
 
-def _preset(name: str) -> dict[str, Any]:
+def preset_values(name: str) -> dict[str, Any]:
+    """The settings a bundled preset sets."""
     if name not in PRESETS:
         raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("rag_papers.presets").joinpath(f"{name}.toml").read_text()
@@ -251,10 +260,10 @@ def load_settings(
     if config is None and (env_cfg := _env_config()):
         config = env_cfg
     if config is not None:
-        file_data = _read_toml(Path(config), "config file")
+        file_data = read_config_file(Path(config), "config file")
     preset = preset or file_data.pop("preset", None) or _env_preset()
     file_data.pop("preset", None)
-    data: dict[str, Any] = {**(_preset(preset) if preset else {}), **file_data}
+    data: dict[str, Any] = {**(preset_values(preset) if preset else {}), **file_data}
     from_env = Settings()
     data.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
     data.update({k: v for k, v in overrides.items() if v is not None})

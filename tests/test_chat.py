@@ -25,6 +25,7 @@ from rag_papers.chat import (
     renumber_answer,
 )
 from rag_papers.engine import PaperQA
+from rag_papers.settings import Settings, load_settings
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 FOLLOW_UP = "How does it decide when to retrieve?"
@@ -193,6 +194,56 @@ def test_chat_session_follow_ups_and_session_numbers(sample_qa: PaperQA) -> None
 
     chat.reset()
     assert chat.history == [] and chat.sources == [] and chat.number_of(turn_paper) is None
+
+
+def test_chat_session_renumbers_a_streamed_llm_answer(sample_settings: Settings) -> None:
+    """The LLM path over real HTTP (the canned OpenAI-compatible server of test_llm): markers
+    split across SSE deltas are renumbered on the fly, and condensing asks the model."""
+    from test_llm import CannedServer, Reply
+
+    with CannedServer() as server:
+        qa = PaperQA(
+            load_settings(
+                index_dir=sample_settings.index_dir,
+                data_dir=sample_settings.data_dir,
+                llm="openai:canned-model",
+                openai_base_url=server.url,
+                top_k=3,
+                llm_max_retries=0,
+                llm_timeout=20.0,
+            )
+        )
+        ranked = [r.paper.id for r in qa.search(SELF_RAG_Q)]
+        # The model cites its [2] first: that paper becomes session [1], its [1] session [2].
+        server.script = [Reply(text="Parametric RAG differs [2]. Self-RAG reflects [1][2].")]
+        chat = ChatSession(qa)
+        pieces: list[str] = []
+        first = chat.ask(SELF_RAG_Q, on_delta=pieces.append)
+        assert len(pieces) > 5  # it really streamed, 3 characters per delta
+        assert (
+            "".join(pieces) == first.text == "Parametric RAG differs [1]. Self-RAG reflects [2][1]."
+        )
+        assert [(c.marker, c.paper_id) for c in first.citations] == [(1, ranked[1]), (2, ranked[0])]
+        assert (
+            chat.history[0].original.text == "Parametric RAG differs [2]. Self-RAG reflects [1][2]."
+        )
+
+        standalone = "How does Self-RAG decide when to retrieve?"
+        server.script = [Reply(text=standalone), Reply(text="It predicts reflection tokens [1].")]
+        pieces.clear()
+        second = chat.ask(FOLLOW_UP, on_delta=pieces.append)
+        condense_prompt = server.requests[-2]["messages"][-1]["content"]
+        assert SELF_RAG_Q in condense_prompt and FOLLOW_UP in condense_prompt
+        assert chat.history[1].standalone_question == standalone
+        top = qa.search(standalone)[0]
+        assert top.paper.title == SELF_RAG_TITLE and top.paper.id == ranked[0]
+        # Self-RAG is the model's [1] again, but keeps session number 2 from turn 1.
+        assert chat.number_of(top.paper.id) == 2
+        assert [(c.marker, c.paper_id) for c in second.citations] == [(2, top.paper.id)]
+        assert "".join(pieces) == second.text == "It predicts reflection tokens [2]."
+        assert chat.history[1].stream_exact
+        assert [s.number for s in chat.sources] == [1, 2]
+        qa.index.close()
 
 
 def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> None:
