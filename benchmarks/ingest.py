@@ -46,8 +46,10 @@ def main() -> None:
         papers = papers[: args.limit]
         corpus = work / "corpus.jsonl"
         corpus.write_text(
-            "".join(json.dumps({"_id": p.id, "title": p.title, "text": p.abstract}) + "\n"
-                    for p in papers)
+            "".join(
+                json.dumps({"_id": p.id, "title": p.title, "text": p.abstract}) + "\n"
+                for p in papers
+            )
         )
     n = len(papers)
     settings = load_settings(index_dir=work / "ours", data_dir=work)
@@ -95,7 +97,9 @@ def main() -> None:
     collection = client.get_or_create_collection(
         "llamaindex", metadata={"hnsw:space": "cosine"}, embedding_function=None
     )
-    store = StorageContext.from_defaults(vector_store=ChromaVectorStore(chroma_collection=collection))
+    store = StorageContext.from_defaults(
+        vector_store=ChromaVectorStore(chroma_collection=collection)
+    )
     enc = encoding(settings.tokenizer)
     splitter = SentenceSplitter(
         chunk_size=settings.chunk_tokens,

@@ -69,7 +69,7 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
     col = base.collection
     got = col.get(include=["embeddings", "documents", "metadatas"])
     by_paper: dict[str, list[tuple[int, str, np.ndarray, dict[str, Any]]]] = {}
-    for cid, doc, meta, vec in zip(
+    for _cid, doc, meta, vec in zip(
         got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
     ):
         by_paper.setdefault(str(meta["paper_id"]), []).append(
@@ -93,7 +93,9 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
         if not batch_ids:
             return
         target._collection.upsert(
-            ids=list(batch_ids), embeddings=np.stack(batch_vecs), documents=list(batch_docs),
+            ids=list(batch_ids),
+            embeddings=np.stack(batch_vecs),
+            documents=list(batch_docs),
             metadatas=list(batch_meta),
         )
         target.catalog.upsert(rows)
@@ -105,8 +107,18 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
             base_paper = papers[pid]
             new_id = pid if r == 0 else f"{pid}-r{r}"
             abstract = base_paper.abstract if r == 0 else drop(base_paper.abstract)
-            rows.append((Paper(id=new_id, title=base_paper.title, abstract=abstract,
-                               year=base_paper.year, authors=base_paper.authors), len(chunks)))
+            rows.append(
+                (
+                    Paper(
+                        id=new_id,
+                        title=base_paper.title,
+                        abstract=abstract,
+                        year=base_paper.year,
+                        authors=base_paper.authors,
+                    ),
+                    len(chunks),
+                )
+            )
             for idx, doc, vec, meta in sorted(chunks, key=lambda c: c[0]):
                 if r:
                     vec = vec + nrng.normal(0, 0.02, vec.shape).astype(np.float32)

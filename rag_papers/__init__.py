@@ -35,7 +35,29 @@ _EXPORTS = {
     "ChatSession": "rag_papers.chat",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "ABSTAIN_PHRASE",
+    "Answer",
+    "ChatSession",
+    "Citation",
+    "Filters",
+    "IndexMismatchError",
+    "IngestReport",
+    "LLMError",
+    "LoaderError",
+    "Paper",
+    "PaperQA",
+    "ScoredPaper",
+    "SentenceVerdict",
+    "Settings",
+    "SettingsError",
+    "Source",
+    "StoreUnavailableError",
+    "Usage",
+    "__version__",
+    "load_settings",
+    "sample_corpus_path",
+]
 
 if TYPE_CHECKING:
     from rag_papers.answer import (

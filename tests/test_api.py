@@ -31,8 +31,10 @@ def test_every_module_declares_a_complete_all() -> None:
         for name in exported:
             assert hasattr(module, name), f"{info.name}.__all__ names missing {name}"
         public = {
-            n for n, v in vars(module).items()
-            if not n.startswith("_") and getattr(v, "__module__", None) == info.name
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_")
+            and getattr(v, "__module__", None) == info.name
             and (isinstance(v, type) or callable(v))
         }
         missing = public - set(exported)
@@ -45,7 +47,9 @@ def test_examples_run(example: str, sample_settings, tmp_path: Path) -> None:  #
     shutil.copytree(sample_settings.resolved_index_dir, index)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / example), str(index)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Self-RAG" in proc.stdout or "HippoRAG" in proc.stdout or "drag" in proc.stdout.lower()
