@@ -8,7 +8,7 @@ export ANONYMIZED_TELEMETRY := False
 # llama-cpp-python builds from source; its multimodal part is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: demo install install-dev lint typecheck test test-fast bench eval-sample clean
+.PHONY: demo install install-dev lint typecheck test test-fast bench eval-gate clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ typecheck: install-dev
 
 test: install-dev lint typecheck
 	$(BIN)/pytest -q
+	$(MAKE) eval-gate
+
+# The quality gate: the sample set in extractive mode must keep retrieval recall@5 and
+# citation validity (baseline: eval/reports/sample-extractive).
+EVAL_TMP ?= $(shell mktemp -d)
+eval-gate: install
+	RAG_PAPERS_DATA_DIR=$(EVAL_TMP) $(BIN)/rag-papers eval run eval/datasets/sample.jsonl \
+		--out $(EVAL_TMP)/run -j 2 --fail-under recall@5=0.95 --fail-under citation_validity=1.0
 
 test-fast: install-dev
 	$(BIN)/pytest -q -x -m "not slow and not llm"
@@ -43,8 +51,6 @@ bench: install-dev
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/query.py
 
-eval-sample: install
-	$(BIN)/rag-papers eval run eval/datasets/sample.jsonl --fail-under recall@5=0.80 --fail-under citation_validity=1.0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

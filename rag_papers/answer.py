@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ABSTAIN_PHRASE",
     "CITATION_PATTERN",
+    "STOPWORDS",
     "Answer",
     "Citation",
     "SentenceVerdict",
@@ -27,6 +28,7 @@ __all__ = [
     "Usage",
     "build_context",
     "check_support",
+    "expand_markers",
     "extract_numbers",
     "extractive_answer",
     "is_abstention",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 ABSTAIN_PHRASE = "I cannot answer this from the indexed papers."
-# [1], [2, 3], [1-3], [1][2]; the inner group is expanded by _expand_markers.
+# [1], [2, 3], [1-3], [1][2]; the inner group is expanded by expand_markers.
 CITATION_PATTERN = re.compile(r"\[(\d+(?:\s*(?:,|;|-|–)\s*\d+)*)\]")
 
 
@@ -149,7 +151,7 @@ def build_context(
 
 
 # --- citations --------------------------------------------------------------------------
-def _expand_markers(inner: str) -> list[int]:
+def expand_markers(inner: str) -> list[int]:
     out: list[int] = []
     for part in re.split(r"\s*[,;]\s*", inner):
         if m := re.fullmatch(r"(\d+)\s*[-–]\s*(\d+)", part):
@@ -170,7 +172,7 @@ def parse_citations(text: str, n_shown: int) -> tuple[str, list[int], list[int]]
 
     def repl(match: re.Match[str]) -> str:
         good = []
-        for n in _expand_markers(match.group(1)):
+        for n in expand_markers(match.group(1)):
             if 1 <= n <= n_shown:
                 good.append(n)
                 if n not in valid:
@@ -200,7 +202,7 @@ def is_abstention(text: str) -> bool:
 
 # --- support ----------------------------------------------------------------------------
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)(\s*%)?")
-_STOP = frozenset(
+STOPWORDS = frozenset(
     [
         "a",
         "an",
@@ -298,7 +300,7 @@ def extract_numbers(text: str) -> set[str]:
 
 
 def _content(text: str) -> set[str]:
-    return {w for w in words(CITATION_PATTERN.sub(" ", text)) if w not in _STOP and len(w) > 2}
+    return {w for w in words(CITATION_PATTERN.sub(" ", text)) if w not in STOPWORDS and len(w) > 2}
 
 
 def _is_claim(sentence: str) -> bool:
@@ -384,7 +386,7 @@ def split_answer(text: str) -> list[tuple[str, list[int]]]:
     out: list[tuple[str, list[int]]] = []
     for sentence in split_sentences(text):
         markers = [
-            n for m in CITATION_PATTERN.finditer(sentence) for n in _expand_markers(m.group(1))
+            n for m in CITATION_PATTERN.finditer(sentence) for n in expand_markers(m.group(1))
         ]
         if CITATION_PATTERN.sub("", sentence).strip(" .") == "" and out:
             prev_text, prev_markers = out[-1]

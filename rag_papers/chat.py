@@ -35,13 +35,11 @@ Citation numbers
 
 Streaming
     Markers are renumbered on the fly, so the streamed text already shows session numbers.
-    The engine numbers the shown sources in retrieval-rank order (marker n is the paper
-    ranked n), but that mapping is only final after the answer; so, when streaming, the
-    session first runs the same search (qa.search: the same query, k, mode and filters; a few
-    ms) to predict marker -> paper, and a MarkerFilter subclass rewrites each marker as it
-    closes, assigning provisional numbers. When the answer is complete the prediction is
-    checked against its citations; ``Turn.stream_exact`` says whether the streamed markers
-    were right, and the REPL reprints the renumbered text in the rare case they were not.
+    The engine reports marker -> paper (``on_sources``) before it writes any text, and a
+    MarkerFilter subclass rewrites each marker as it closes, assigning provisional numbers
+    that are committed when the answer is recorded. ``Turn.stream_exact`` still checks the
+    streamed markers against the final citations, and the REPL reprints the renumbered text
+    should they ever differ.
 
 The REPL (:func:`run_repl`)
     prompt_toolkit with a persistent history file (settings.resolved_history_file). Enter
@@ -73,10 +71,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answer import (
-    _STOP,
     CITATION_PATTERN,
+    STOPWORDS,
     Answer,
-    _expand_markers,
+    expand_markers,
 )
 from rag_papers.engine import MarkerFilter
 from rag_papers.retrieval import Filters
@@ -126,7 +124,7 @@ _QUESTION_TEXT = (
     "add adds added mean means say says said tell explain describe give gives compare differ "
     "differs about any some much many more less else like please vs versus one ones"
 )
-_GENERIC = _STOP | frozenset(_QUESTION_TEXT.split())
+_GENERIC = STOPWORDS | frozenset(_QUESTION_TEXT.split())
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.\-'’][A-Za-z0-9]+)*")
 _MAX_TERMS = 6
 
@@ -209,7 +207,7 @@ def _renumber_markers(text: str, to_session: Callable[[int], int | None]) -> str
     before it), never guessed."""
 
     def repl(match: re.Match[str]) -> str:
-        numbers = (to_session(n) for n in _expand_markers(match.group(2)))
+        numbers = (to_session(n) for n in expand_markers(match.group(2)))
         out = "".join(f"[{n}]" for n in dict.fromkeys(n for n in numbers if n is not None))
         return match.group(1) + out if out else ""
 
@@ -322,7 +320,7 @@ class Turn:
 
 
 def _marker_runs(text: str) -> list[int]:
-    return [n for m in CITATION_PATTERN.finditer(text) for n in _expand_markers(m.group(1))]
+    return [n for m in CITATION_PATTERN.finditer(text) for n in expand_markers(m.group(1))]
 
 
 @dataclass(slots=True)
@@ -397,14 +395,10 @@ class ChatSession:
         if on_delta is not None:
             with self._lock:
                 provisional = dict(self._numbers)
-            # Marker n is the paper ranked n (see the module doc); checked after the answer.
-            predicted = {
-                r.rank: r.paper.id
-                for r in self.qa.search(
-                    standalone, k=opts["k"], mode=opts["mode"], filters=opts["filters"]
-                )
-            }
-            flt = _RenumberingFilter(_numberer(predicted.get, provisional))
+            # The engine reports marker -> paper before it writes any text (on_sources).
+            shown: dict[int, str] = {}
+            opts["on_sources"] = shown.update
+            flt = _RenumberingFilter(_numberer(shown.get, provisional))
 
             def sink(delta: str) -> None:
                 if cancel is not None:
@@ -531,18 +525,8 @@ Commands:
   /help                    this text
   /quit                    leave (or Ctrl-D)"""
 
-_COMMANDS = (
-    "/sources",
-    "/paper",
-    "/k",
-    "/filter",
-    "/mode",
-    "/llm",
-    "/reset",
-    "/save",
-    "/help",
-    "/quit",
-)
+_COMMAND_NAMES = "/sources /paper /k /filter /mode /llm /reset /save /help /quit"
+_COMMANDS = tuple(_COMMAND_NAMES.split())
 
 
 def _slow_stream_delay() -> float:

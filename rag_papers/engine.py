@@ -173,11 +173,14 @@ class PaperQA:
         filters: Filters | None = None,
         llm: str | None = None,
         on_delta: Callable[[str], None] | None = None,
+        on_sources: Callable[[dict[int, str]], None] | None = None,
         standalone_question: str | None = None,
     ) -> Answer:
         """Retrieve, answer (LLM or extractive), check every citation and sentence.
 
-        ``on_delta`` receives the answer text as it is written (markers already filtered).
+        ``on_delta`` receives the answer text as it is written (markers already filtered);
+        ``on_sources`` receives marker -> paper id once the shown sources are numbered,
+        before any text is written.
         """
         s = self.settings
         timings: dict[str, float] = {}
@@ -216,6 +219,8 @@ class PaperQA:
         context, shown = build_context(results, budget=budget, tokenizer=s.tokenizer)
         for marker, item in enumerate(shown, start=1):
             answer.sources[item.rank - 1].marker = marker
+        if on_sources is not None:
+            on_sources({m: item.paper.id for m, item in enumerate(shown, start=1)})
         timings["context"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -199,7 +199,7 @@ def test_chat_session_follow_ups_and_session_numbers(sample_qa: PaperQA) -> None
 def test_chat_session_renumbers_a_streamed_llm_answer(sample_settings: Settings) -> None:
     """The LLM path over real HTTP (the canned OpenAI-compatible server of test_llm): markers
     split across SSE deltas are renumbered on the fly, and condensing asks the model."""
-    from test_llm import CannedServer, Reply
+    from servers import CannedServer, Reply
 
     with CannedServer() as server:
         qa = PaperQA(

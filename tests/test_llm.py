@@ -12,23 +12,25 @@ Two real OpenAI-compatible servers on loopback:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import free_port, llama_cpp_available, llama_server, smollm2_path
+from servers import (
+    CannedServer,
+    Reply,
+    free_port,
+    llama_cpp_available,
+    llama_server,
+    smollm2_path,
+)
 
 from rag_papers.answer import ABSTAIN_PHRASE, CITATION_PATTERN, Answer, extract_numbers
 from rag_papers.engine import PaperQA
@@ -82,127 +84,6 @@ def _assert_citations_are_retrieved(a: Answer) -> None:
         assert 1 <= c.marker <= len(shown)
         assert shown[c.marker] == c.paper_id
     assert not set(a.removed_markers) & set(_markers(a.text))
-
-
-# --- the canned server ---------------------------------------------------------------------
-@dataclass
-class Reply:
-    """One scripted response: text (plain or SSE, as the request asks), or an HTTP error."""
-
-    text: str = ""
-    status: int = 200
-    delay: float = 0.0
-    usage: bool = True  # report token usage (in the last SSE chunk when streaming)
-    headers: dict[str, str] = field(default_factory=dict)
-    piece: int = 3  # characters per SSE delta: markers get split across deltas
-
-
-USAGE = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
-
-
-class CannedServer:
-    """An OpenAI-compatible /v1/chat/completions on loopback that plays a script of Replies."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = []
-        self.default = Reply(text="")
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests.append(body)
-                    reply = server.script.pop(0) if server.script else server.default
-                # The client may have given up already (the timeout test).
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    server._respond(self, body, reply)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False  # a sleeping handler must not hold up close
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> CannedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
-
-    @staticmethod
-    def _respond(h: BaseHTTPRequestHandler, body: dict[str, Any], r: Reply) -> None:
-        if r.delay:
-            time.sleep(r.delay)
-        if r.status != 200:
-            payload = json.dumps(
-                {"error": {"message": f"canned failure {r.status}", "type": "server_error"}}
-            ).encode()
-            h.send_response(r.status)
-            for k, v in {"Content-Type": "application/json", **r.headers}.items():
-                h.send_header(k, v)
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
-            return
-        model = body.get("model", "canned")
-        if not body.get("stream"):
-            payload = json.dumps(
-                {
-                    "id": "cmpl-canned",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": r.text},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    **({"usage": USAGE} if r.usage else {}),
-                }
-            ).encode()
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
-            return
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Cache-Control", "no-cache")
-        h.end_headers()  # HTTP/1.0: the stream ends when the connection closes
-
-        def event(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {
-                "id": "chunk-canned",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": choices,
-                **extra,
-            }
-            h.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            h.wfile.flush()
-
-        event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        for i in range(0, len(r.text), r.piece):
-            piece = r.text[i : i + r.piece]
-            event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
-        if r.usage and (body.get("stream_options") or {}).get("include_usage"):
-            event([], usage=USAGE)
-        h.wfile.write(b"data: [DONE]\n\n")
-        h.wfile.flush()
 
 
 @pytest.fixture
