@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import isolate_user_dirs
 
 from rag_papers.settings import Settings, load_settings
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():  # CI clones next to a copy of shared/
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The data sets live in shared/ beside the checkout (CI lays a copy there too).
+SHARED = Path(os.environ.get("RAG_PAPERS_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
 @pytest.fixture(autouse=True)
@@ -20,22 +21,7 @@ def _isolate_user_dirs(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Never touch the user's home or real config: data dir and HOME live in tmp."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("RAG_PAPERS_DATA_DIR", str(home / "rag-papers"))
-    for var in (
-        "RAG_PAPERS_CONFIG",
-        "RAG_PAPERS_PRESET",
-        "RAG_PAPERS_LLM",
-        "OPENAI_API_KEY",
-        "RAG_PAPERS_CHROMA_URL",
-        "RAG_PAPERS_INDEX_DIR",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("ANONYMIZED_TELEMETRY", "False")
+    isolate_user_dirs(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="session")

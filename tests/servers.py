@@ -38,6 +38,7 @@ __all__ = [
     "ServerStartError",
     "chroma_server",
     "free_port",
+    "isolate_user_dirs",
     "llama_cpp_available",
     "llama_server",
     "smollm2_path",
@@ -360,3 +361,27 @@ class CannedServer:
             event([], usage=USAGE)
         h.wfile.write(b"data: [DONE]\n\n")
         h.wfile.flush()
+
+
+def isolate_user_dirs(mp: Any, home: Path) -> None:
+    """Point HOME, XDG dirs and the data dir at ``home``; drop settings from the environment.
+
+    ``mp`` is a pytest MonkeyPatch: conftest's autouse fixture and module-scoped server
+    fixtures (which outlive one test) share this one definition.
+    """
+    mp.setenv("HOME", str(home))
+    mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    mp.setenv("RAG_PAPERS_DATA_DIR", str(home / "rag-papers"))
+    for var in (
+        "RAG_PAPERS_CONFIG",
+        "RAG_PAPERS_PRESET",
+        "RAG_PAPERS_LLM",
+        "OPENAI_API_KEY",
+        "RAG_PAPERS_CHROMA_URL",
+        "RAG_PAPERS_INDEX_DIR",
+        "RAG_PAPERS_SERVER_API_KEY",
+    ):
+        mp.delenv(var, raising=False)
+    mp.setenv("ORT_DISABLE_TELEMETRY", "1")
+    mp.setenv("ANONYMIZED_TELEMETRY", "False")

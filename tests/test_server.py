@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from servers import isolate_user_dirs
 
 from rag_papers import __version__
 from rag_papers.answer import ABSTAIN_PHRASE, Answer
@@ -75,22 +76,7 @@ def _module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """conftest's isolation, for the module-scoped servers (they outlive one test)."""
     home = tmp_path_factory.mktemp("server-home")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        mp.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-        mp.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-        mp.setenv("RAG_PAPERS_DATA_DIR", str(home / "rag-papers"))
-        for var in (
-            "RAG_PAPERS_CONFIG",
-            "RAG_PAPERS_PRESET",
-            "RAG_PAPERS_LLM",
-            "OPENAI_API_KEY",
-            "RAG_PAPERS_CHROMA_URL",
-            "RAG_PAPERS_INDEX_DIR",
-            "RAG_PAPERS_SERVER_API_KEY",
-        ):
-            mp.delenv(var, raising=False)
-        mp.setenv("ORT_DISABLE_TELEMETRY", "1")
-        mp.setenv("ANONYMIZED_TELEMETRY", "False")
+        isolate_user_dirs(mp, home)
         yield home
 
 

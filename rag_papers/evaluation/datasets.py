@@ -223,17 +223,16 @@ def resolve_gold(questions: Sequence[EvalQuestion], catalog: Catalog) -> GoldRes
 
 # --- SciFact --------------------------------------------------------------------------------
 def _corpus_titles(corpus: Path) -> dict[str, str]:
-    titles: dict[str, str] = {}
-    with corpus.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                titles[str(record["_id"])] = str(record.get("title") or "")
-            except (ValueError, KeyError, TypeError):
-                raise DatasetError(f"{corpus}:{number}: not a BEIR corpus record") from None
-    return titles
+    """BEIR corpus id -> title, read with the project's own BEIR loader."""
+    from rag_papers.loaders import LoaderError, load_papers
+
+    try:
+        result = load_papers(corpus, format="beir")
+    except LoaderError as exc:
+        raise DatasetError(str(exc)) from None
+    if result.rejected:
+        raise DatasetError(str(result.rejected[0]))
+    return {p.id: p.title for p in result.papers}
 
 
 def scifact_to_dataset(
