@@ -586,7 +586,7 @@ def _import_component(module_name: str, attr: str, what: str) -> Any:
 @app.command()
 def chat(ctx: typer.Context, llm: LlmOpt = None, k: KOpt = None) -> None:
     """Interactive chat: follow-up questions, history, commands (/help inside)."""
-    run_repl = _import_component("rag_papers.chat", "run_repl", "the chat")
+    run_repl = _import_component("rag_papers.repl", "run_repl", "the chat")
     state = _state(ctx)
     run_repl(_qa(state), state.settings, llm=llm, k=k)
 

@@ -15,7 +15,6 @@ import pytest
 
 from rag_papers.answer import Answer, Citation, SentenceVerdict, Source
 from rag_papers.chat import (
-    SLOW_STREAM_ENV,
     AnswerCancelled,
     CancelToken,
     ChatSession,
@@ -25,6 +24,7 @@ from rag_papers.chat import (
     renumber_answer,
 )
 from rag_papers.engine import PaperQA
+from rag_papers.repl import SLOW_STREAM_ENV
 from rag_papers.settings import Settings, load_settings
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
@@ -275,7 +275,7 @@ def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> 
 CITED_SELF_RAG = r"\[1\](?:\x1b\[[0-9;]*m|\s)*" + re.escape(SELF_RAG_TITLE)
 REPL_CODE = (
     "from rag_papers.settings import load_settings; from rag_papers.engine import PaperQA; "
-    "from rag_papers.chat import run_repl; s = load_settings(); run_repl(PaperQA(s), s)"
+    "from rag_papers.repl import run_repl; s = load_settings(); run_repl(PaperQA(s), s)"
 )
 
 
