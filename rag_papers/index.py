@@ -114,6 +114,7 @@ class PaperIndex:
         self._client: Any = None
         self._collection: Any = None
         self._bm25: BM25Sidecar | None = None
+        self._n_chunks: int | None = None  # cached per generation: a SUM over the catalog
 
     # --- lifecycle ----------------------------------------------------------------------
     @property
@@ -342,6 +343,7 @@ class PaperIndex:
             if progress:
                 progress("bm25", 0, 1)
         self._rebuild_bm25(self.catalog.get_meta("generation", "0") or "0")
+        self._n_chunks = None
         report.seconds = time.perf_counter() - started
         return report
 
@@ -382,7 +384,9 @@ class PaperIndex:
         self, vector: np.ndarray, n: int, where: dict[str, Any] | None = None
     ) -> list[DenseHit]:
         col = self.collection
-        n = max(1, min(n, self.catalog.count_chunks() or 1))
+        if self._n_chunks is None:
+            self._n_chunks = self.catalog.count_chunks()
+        n = max(1, min(n, self._n_chunks or 1))
         res = col.query(
             query_embeddings=[vector.tolist()],
             n_results=n,
