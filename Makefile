@@ -27,8 +27,8 @@ demo: install
 	$(BIN)/rag-papers ask "$(QUESTION)"
 
 lint: install-dev
-	$(BIN)/ruff check rag_papers tests benchmarks
-	$(BIN)/ruff format --check rag_papers tests benchmarks
+	$(BIN)/ruff check rag_papers tests benchmarks examples
+	$(BIN)/ruff format --check rag_papers tests benchmarks examples
 
 typecheck: install-dev
 	$(BIN)/mypy

@@ -179,7 +179,7 @@ def as_llama_index_embedding(embedder: Embedder, batch_size: int | None = None) 
 
     llama-index hands the adapter ``batch_size`` texts at a time (default: the embedder's).
     """
-    size = batch_size or getattr(embedder, "batch_size", 32)
+    size: int = batch_size or int(getattr(embedder, "batch_size", 32))
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from pydantic import PrivateAttr
 

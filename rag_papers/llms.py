@@ -118,9 +118,9 @@ class OpenAIBackend:
             raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") from None
 
     def _stream(self, messages: list[Message], on_delta: Callable[[str], None]) -> Completion:
-        stream = self._client.chat.completions.create(
+        stream = self._client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model_id,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             temperature=self.temperature,
             max_tokens=self.max_tokens,
             stream=True,
