@@ -388,3 +388,31 @@ def test_cli_ask_streams_through_llama_server(
     else:
         first = _tidy(re.split(r"(?<=[.!?])\s", expected, maxsplit=1)[0])
         assert first and first in _tidy(out), (first, out)
+
+
+# --- a local GGUF file, in-process (llm = "gguf:PATH") --------------------------------------
+@needs_llama
+def test_gguf_backend_streams_and_checks_citations(sample_settings: Settings) -> None:
+    """The same model file loaded in-process through llama-cpp-python (the 'local' extra)."""
+    model = smollm2_path()
+    assert model is not None
+    settings = sample_settings.model_copy(
+        update={**SMOL_SETTINGS, "llm": f"gguf:{model}", "context_window": 2048}
+    )
+    qa = PaperQA(settings)
+    deltas, streamed = _run_stream(qa, SELF_RAG_Q)
+    assert streamed.mode == "llm" and streamed.model == f"gguf:{model.name}"
+    assert len(deltas) > 1 and streamed.text
+    _assert_citations_are_retrieved(streamed)
+    assert streamed.usage.counted_by == "tiktoken" and streamed.usage.completion_tokens > 0
+    plain = qa.ask(SELF_RAG_Q)
+    assert plain.usage.counted_by == "api" and plain.usage.prompt_tokens > 0
+    _assert_citations_are_retrieved(plain)
+    # The backend is loaded once and reused for the second question.
+    assert qa.backend() is qa.backend(f"gguf:{model}")
+
+
+def test_gguf_missing_file_is_a_clear_error(sample_settings: Settings, tmp_path: Path) -> None:
+    settings = sample_settings.model_copy(update={"llm": f"gguf:{tmp_path / 'nope.gguf'}"})
+    with pytest.raises(LLMError, match="gguf model file not found: .*nope.gguf"):
+        PaperQA(settings).ask(SELF_RAG_Q)
