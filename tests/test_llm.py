@@ -414,5 +414,5 @@ def test_gguf_backend_streams_and_checks_citations(sample_settings: Settings) ->
 
 def test_gguf_missing_file_is_a_clear_error(sample_settings: Settings, tmp_path: Path) -> None:
     settings = sample_settings.model_copy(update={"llm": f"gguf:{tmp_path / 'nope.gguf'}"})
-    with pytest.raises(LLMError, match="gguf model file not found: .*nope.gguf"):
+    with pytest.raises(LLMError, match=r"gguf model file not found: .*nope\.gguf"):
         PaperQA(settings).ask(SELF_RAG_Q)
