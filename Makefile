@@ -33,9 +33,9 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-test: install-dev lint typecheck
+# The pytest summary stays the last thing printed.
+test: install-dev lint typecheck eval-gate
 	$(BIN)/pytest -q
-	$(MAKE) eval-gate
 
 # The quality gate: the sample set in extractive mode must keep retrieval recall@5 and
 # citation validity (baseline: eval/reports/sample-extractive).
