@@ -184,11 +184,11 @@ class PaperQA:
         """
         s = self.settings
         timings: dict[str, float] = {}
-        t_all = time.perf_counter()
         query = standalone_question or question
+        # Opening the store (or a first-run sample ingest) is not part of answering.
         backend = self.backend(llm)
         index = self.index
-        t = time.perf_counter()
+        t_all = t = time.perf_counter()
         qvec = index.embedder.embed_query(query)
         retriever = self.retriever
         results = retriever.retrieve(query, k=k, mode=mode, filters=filters, query_vector=qvec)
