@@ -403,8 +403,12 @@ def extractive_answer(
     embedder: Any,
     *,
     n_sentences: int,
+    min_similarity: float | None = None,
 ) -> str:
     """The sentences of the shown papers most similar to the question, each cited.
+
+    Returns ABSTAIN_PHRASE when no sentence reaches ``min_similarity`` (cosine): the papers
+    are on topic but none of them says anything close to what was asked.
 
     Candidates are every sentence of the top papers, scored by cosine similarity to the
     question plus a small bonus for the paper's retrieval rank (so the best paper leads).
@@ -419,6 +423,8 @@ def extractive_answer(
         return ABSTAIN_PHRASE
     vectors = embedder.embed_documents([s for _, _, s in all_sentences])
     sims = vectors @ question_vector
+    if min_similarity is not None and float(np.max(sims)) < min_similarity:
+        return ABSTAIN_PHRASE
     for (i, j, s), sim in zip(all_sentences, sims, strict=True):
         candidates.append((float(sim) + 0.05 / (1 + i), i, j, s))
     candidates.sort(key=lambda c: -c[0])

@@ -225,7 +225,20 @@ class PaperQA:
 
         t = time.perf_counter()
         if backend is None:
-            raw = extractive_answer(qvec, shown, index.embedder, n_sentences=s.extractive_sentences)
+            raw = extractive_answer(
+                qvec,
+                shown,
+                index.embedder,
+                n_sentences=s.extractive_sentences,
+                min_similarity=s.abstain_sentence_threshold,
+            )
+            if raw == ABSTAIN_PHRASE:
+                why = (
+                    "no sentence of the retrieved abstracts is close to the question "
+                    f"(similarity < {s.abstain_sentence_threshold})"
+                )
+                timings["generate"] = time.perf_counter() - t
+                return self._abstain(answer, why, on_delta, timings, t_all)
             if on_delta:
                 on_delta(raw)
             answer.usage = Usage(counted_by="none")

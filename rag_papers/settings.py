@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         description="Abstain when the best dense cosine similarity of any retrieved paper is "
         "below this (calibrated on eval/datasets/sample.jsonl).",
     )
+    abstain_sentence_threshold: float = Field(
+        default=0.40,
+        description="Extractive mode: abstain when no sentence of the retrieved abstracts "
+        "reaches this cosine similarity to the question (calibrated on "
+        "eval/datasets/sample.jsonl: no answerable question below it).",
+    )
     support_threshold: float = Field(
         default=0.69,
         description="A sentence without numbers is supported when its overlap with a cited "

@@ -510,6 +510,17 @@ def test_off_topic_question_abstains_with_closest_papers(sample_qa: Any) -> None
     )
 
 
+def test_extractive_abstains_when_no_sentence_is_close(sample_qa: Any) -> None:
+    """On-topic enough to pass the retrieval gate, but no abstract says anything close."""
+    q = "What method is proposed for speaker diarization in multi-party meeting recordings?"
+    a = sample_qa.ask(q)
+    assert a.abstained and a.text == ABSTAIN_PHRASE
+    assert a.abstain_reason and "no sentence" in a.abstain_reason
+    assert a.citations == [] and a.sources  # the closest papers are still listed
+    # The same gate never fires on an answerable, paraphrased question.
+    assert not sample_qa.ask(SELF_RAG_Q).abstained
+
+
 def test_answer_json_round_trip(sample_qa: Any) -> None:
     a = sample_qa.ask(SELF_RAG_Q)
     again = Answer.model_validate_json(a.model_dump_json())
