@@ -357,15 +357,12 @@ def ingest(
     """Add papers from files to the index; unchanged papers are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rag_papers.index import IngestReport, PaperIndex
-    from rag_papers.loaders import load_papers
+    from rag_papers.index import PaperIndex, load_files
     from rag_papers.render import render_ingest_report
 
     state = _state(ctx)
     settings = state.settings
     fields = _parse_fields(field_map or [])
-    report = IngestReport()
-    papers = []
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -379,16 +376,18 @@ def ingest(
         # Every file is read before the index is opened: a bad file stops the ingest before
         # anything is written, and before --rebuild drops the old index.
         task = progress.add_task("reading files", total=len(paths))
-        for path in paths:
+        reading: list[Path] = []
+
+        def on_file(path: Path) -> None:
+            if reading:
+                progress.advance(task)
+            reading.append(path)
             progress.update(task, description=f"reading {path.name}")
-            try:
-                result = load_papers(path, format=fmt, fields=fields)
-            except ValueError as exc:  # a --field mapping that does not apply to this format
-                raise CLIError(f"{path}: {exc}") from None
-            report.rejected.extend(result.rejected)
-            report.duplicates.extend(result.duplicates)
-            papers.extend(result.papers)
-            progress.advance(task)
+
+        try:
+            papers, report = load_files(paths, format=fmt, fields=fields, on_file=on_file)
+        except ValueError as exc:  # a --field mapping that does not apply to this format
+            raise CLIError(f"{reading[-1] if reading else paths[0]}: {exc}") from None
 
         stages = {"embed": "embedding chunks", "bm25": "building the BM25 index"}
 

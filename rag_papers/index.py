@@ -37,6 +37,7 @@ __all__ = [
     "IngestReport",
     "PaperIndex",
     "StoreUnavailableError",
+    "load_files",
 ]
 
 FORMAT_VERSION = 1
@@ -90,6 +91,29 @@ class DenseHit:
     paper_id: str
     score: float  # cosine similarity
     text: str
+
+
+def load_files(
+    paths: Sequence[Path | str],
+    *,
+    format: str | None = None,
+    fields: dict[str, str] | None = None,
+    on_file: Callable[[Path], None] | None = None,
+) -> tuple[list[Paper], IngestReport]:
+    """Read every file before anything is written: the papers, and a report holding the
+    rejected records and duplicates. A bad file raises LoaderError naming it."""
+    from rag_papers.loaders import load_papers
+
+    report = IngestReport()
+    papers: list[Paper] = []
+    for path in paths:
+        if on_file is not None:
+            on_file(Path(path))
+        result = load_papers(path, format=format, fields=fields)
+        report.rejected.extend(result.rejected)
+        report.duplicates.extend(result.duplicates)
+        papers.extend(result.papers)
+    return papers, report
 
 
 class PaperIndex:
@@ -264,15 +288,7 @@ class PaperIndex:
         progress: Callable[[str, int, int], None] | None = None,
     ) -> IngestReport:
         """Load each file and ingest it; LoaderError (bad file) propagates before any write."""
-        from rag_papers.loaders import load_papers
-
-        loaded = [load_papers(p, format=format, fields=fields) for p in paths]
-        report = IngestReport()
-        papers: list[Paper] = []
-        for result in loaded:
-            report.rejected.extend(result.rejected)
-            report.duplicates.extend(result.duplicates)
-            papers.extend(result.papers)
+        papers, report = load_files(paths, format=format, fields=fields)
         report.merge(self.ingest(papers, progress=progress))
         return report
 
