@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # run from a source checkout without installing
 from rag_papers.answer import check_support  # noqa: E402
 from rag_papers.engine import PaperQA, sample_corpus_path  # noqa: E402
 from rag_papers.loaders import load_papers  # noqa: E402
+from rag_papers.retrieval import best_sentences  # noqa: E402
 from rag_papers.settings import Settings, load_settings  # noqa: E402
 
 __all__ = [
@@ -184,6 +185,7 @@ class AbstainRow:
     id: str
     type: str  # sample.jsonl's type, or "off-topic"
     best_dense: float
+    best_sentence: float  # best cosine of any sentence of the retrieved abstracts
 
     @property
     def answerable(self) -> bool:
@@ -191,13 +193,25 @@ class AbstainRow:
 
 
 def abstain_scores(qa: PaperQA, questions: Sequence[dict[str, object]]) -> list[AbstainRow]:
-    """The best dense cosine of the retrieved papers, the quantity PaperQA.ask compares."""
+    """The two quantities PaperQA.ask compares: the best dense cosine of the retrieved
+    papers, and (extractive mode) the best cosine of any of their sentences."""
     rows = []
+    embedder = qa.index.embedder
     for q in questions:
+        vector = embedder.embed_query(str(q["question"]))
         results = qa.search(str(q["question"]), mode="hybrid")
         best = max((r.dense for r in results if r.dense is not None), default=0.0)
-        rows.append(AbstainRow(str(q["id"]), str(q["type"]), float(best)))
+        per_paper = best_sentences(vector, results, embedder)
+        sentence = max((s[0][1] for s in per_paper if s), default=0.0)
+        rows.append(AbstainRow(str(q["id"]), str(q["type"]), float(best), float(sentence)))
     return rows
+
+
+def choose_sentence_threshold(rows: Sequence[AbstainRow], margin: float = 0.025) -> float:
+    """Below every answerable question's best sentence by ``margin``, rounded down to 0.05:
+    this gate must never refuse an answerable question of the calibration set."""
+    lowest = min(r.best_sentence for r in rows if r.answerable)
+    return math.floor((lowest - margin) * 20) / 20
 
 
 def _abstain_counts(rows: Sequence[AbstainRow], t: float) -> tuple[int, int, int, int]:
@@ -365,6 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{caught_off}/{len(off)} off-topic abstained"
     )
     ans_sorted = sorted((r for r in arows if r.answerable), key=lambda r: r.best_dense)
+    sentence_t = choose_sentence_threshold(arows)
+    passed = [r for r in arows if r.best_dense >= abstain]  # what reaches the sentence gate
+    s_wrong = sum(r.answerable and r.best_sentence < sentence_t for r in passed)
+    s_caught = sum(r.type == "unanswerable" and r.best_sentence < sentence_t for r in passed)
+    s_lowest = min(r.best_sentence for r in arows if r.answerable)
+    print(
+        f"chosen abstain_sentence_threshold = {sentence_t:.2f}: {s_wrong}/{n_ans} answerable "
+        f"wrongly abstained, {s_caught}/{len(in_dom)} in-domain unanswerable abstained"
+    )
 
     # --- report ---------------------------------------------------------------------------
     cmd = "python benchmarks/calibrate.py" + (
@@ -395,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"answerable questions wrongly abstained; {caught_off}/{len(off)} off-topic and "
         f"{caught_in}/{len(in_dom)} in-domain unanswerable abstained (abstention precision "
         f"{abst_prec:.3f}, recall {abst_rec:.3f}; cost ratio {args.cost_ratio:g}:1) |",
+        f"| `abstain_sentence_threshold` | "
+        f"{float(defaults['abstain_sentence_threshold'].default):.2f} | **{sentence_t:.2f}** | "
+        f"extractive mode only; lowest best-sentence cosine of an answerable question "
+        f"{s_lowest:.3f}, minus a 0.025 margin, rounded down to 0.05: {s_wrong}/{n_ans} "
+        f"answerable wrongly abstained, {s_caught}/{len(in_dom)} in-domain unanswerable "
+        "abstained |",
         "",
         "## support_threshold",
         "",
@@ -458,10 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         + ". They overlap the answerable ones completely: they are machine-learning questions "
         "the corpus does not cover, or ask for a detail no abstract gives, so retrieval is as "
-        "strong as for answerable questions. No similarity threshold separates them without "
-        "refusing answerable questions; they are left to the model's own abstention (the fixed "
-        "phrase in the system prompt) and to the citation check. The threshold's job is "
-        "questions off the corpus's subject, which it separates with a margin.",
+        "strong as for answerable questions. No retrieval threshold separates them without "
+        "refusing answerable questions: the retrieval threshold's job is questions off the "
+        "corpus's subject, which it separates with a margin. In extractive mode the sentence "
+        f"threshold catches {s_caught} of them (no sentence comes close to the question); the "
+        "rest are left to the model's own abstention (the fixed phrase in the system prompt) "
+        "and to the citation check.",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
