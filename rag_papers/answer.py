@@ -32,6 +32,7 @@ __all__ = [
     "extract_numbers",
     "extractive_answer",
     "is_abstention",
+    "markers_in",
     "parse_citations",
     "split_answer",
 ]
@@ -379,15 +380,18 @@ def check_support(
 _TRAILING_MARKERS = re.compile(r"([.!?])\s*((?:\[[\d\s,;\-–]+\]\s*)+)")
 
 
+def markers_in(text: str) -> list[int]:
+    """Every marker number in ``text``, in order ("[1][2, 4]" -> [1, 2, 4])."""
+    return [n for m in CITATION_PATTERN.finditer(text) for n in expand_markers(m.group(1))]
+
+
 def split_answer(text: str) -> list[tuple[str, list[int]]]:
     """Answer sentences with the markers each carries; a lone marker run joins the sentence."""
     # "claim. [2] Next" cites the first sentence: move such runs before the full stop.
     text = _TRAILING_MARKERS.sub(lambda m: " " + m[2].strip() + m[1] + " ", text)
     out: list[tuple[str, list[int]]] = []
     for sentence in split_sentences(text):
-        markers = [
-            n for m in CITATION_PATTERN.finditer(sentence) for n in expand_markers(m.group(1))
-        ]
+        markers = markers_in(sentence)
         if CITATION_PATTERN.sub("", sentence).strip(" .") == "" and out:
             prev_text, prev_markers = out[-1]
             out[-1] = (f"{prev_text} {sentence}", prev_markers + markers)

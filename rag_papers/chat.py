@@ -58,6 +58,7 @@ from rag_papers.answer import (
     STOPWORDS,
     Answer,
     expand_markers,
+    markers_in,
 )
 from rag_papers.engine import MarkerFilter
 from rag_papers.retrieval import Filters
@@ -294,11 +295,7 @@ class Turn:
         """The streamed text carried the same markers as the final, renumbered answer."""
         if self.streamed is None:
             return True
-        return _marker_runs(self.streamed) == _marker_runs(self.answer.text)
-
-
-def _marker_runs(text: str) -> list[int]:
-    return [n for m in CITATION_PATTERN.finditer(text) for n in expand_markers(m.group(1))]
+        return markers_in(self.streamed) == markers_in(self.answer.text)
 
 
 @dataclass(slots=True)
