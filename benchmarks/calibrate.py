@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from rag_papers.answer import check_support  # noqa: E402
-from rag_papers.engine import PaperQA, sample_corpus_path  # noqa: E402
-from rag_papers.loaders import load_papers  # noqa: E402
-from rag_papers.retrieval import best_sentences  # noqa: E402
-from rag_papers.settings import Settings, load_settings  # noqa: E402
+from rag_papers.answering.contract import check_support  # noqa: E402
+from rag_papers.core.settings import Settings, load_settings  # noqa: E402
+from rag_papers.engine.qa import PaperQA, sample_corpus_path  # noqa: E402
+from rag_papers.ingest.loaders import load_papers  # noqa: E402
+from rag_papers.retrieval.retriever import best_sentences  # noqa: E402
 
 __all__ = [
     "OFF_TOPIC",
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = Settings.model_fields
 
     # --- support --------------------------------------------------------------------------
-    from rag_papers.embeddings import MiniLMEmbedder
+    from rag_papers.store.embeddings import MiniLMEmbedder
 
     labels = [json.loads(line) for line in args.labels.read_text().splitlines() if line.strip()]
     embedder = MiniLMEmbedder()

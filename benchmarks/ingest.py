@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rag_papers._env import prepare_environment
+from rag_papers.core.env import prepare_environment
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/datasets/scifact/beir/corpus.jsonl"
 
@@ -33,11 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     prepare_environment()
 
-    from rag_papers.chunking import chunk_paper
-    from rag_papers.embeddings import MiniLMEmbedder, as_llama_index_embedding
-    from rag_papers.index import PaperIndex
-    from rag_papers.loaders import load_papers
-    from rag_papers.settings import load_settings
+    from rag_papers.core.settings import load_settings
+    from rag_papers.ingest.chunking import chunk_paper
+    from rag_papers.ingest.loaders import load_papers
+    from rag_papers.store.embeddings import MiniLMEmbedder, as_llama_index_embedding
+    from rag_papers.store.index import PaperIndex
 
     work = Path(tempfile.mkdtemp(prefix="rag-bench-ingest-"))
     corpus = args.corpus
@@ -89,7 +89,7 @@ def main() -> None:
     from llama_index.core.node_parser import SentenceSplitter
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    from rag_papers.text import encoding
+    from rag_papers.core.text import encoding
 
     client = chromadb.PersistentClient(
         path=str(work / "llama"), settings=ChromaSettings(anonymized_telemetry=False)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_papers._env import prepare_environment
+from rag_papers.core.env import prepare_environment
 
 QUERIES = Path(__file__).resolve().parents[2] / "shared/datasets/scifact/beir/queries.jsonl"
 
@@ -42,7 +42,7 @@ def rss_mb() -> float:
 
 
 def latency(index: Any, settings: Any, queries: list[str], mode: str) -> dict[str, float]:
-    from rag_papers.retrieval import Retriever
+    from rag_papers.retrieval.retriever import Retriever
 
     retriever = Retriever(index, settings)
     for q in queries[:5]:  # warm-up: caches, HNSW pages, BM25 arrays
@@ -62,7 +62,7 @@ def latency(index: Any, settings: Any, queries: list[str], mode: str) -> dict[st
 
 def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
     """Copy every base paper `replicas` times with perturbed text and vectors."""
-    from rag_papers.papers import Paper
+    from rag_papers.core.papers import Paper
 
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
@@ -153,8 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     prepare_environment()
 
-    from rag_papers.index import PaperIndex
-    from rag_papers.settings import load_settings
+    from rag_papers.core.settings import load_settings
+    from rag_papers.store.index import PaperIndex
 
     queries = [json.loads(line)["text"] for line in QUERIES.open()][: args.queries]
     settings = load_settings(index_dir=args.base_index, collection=args.collection)

@@ -1,8 +1,9 @@
 """rag_papers: question answering over paper abstracts, with checked citations.
 
 Public API: ``PaperQA`` (ingest, search, ask, stream, chat, llama-index adapters), one
-``Settings`` object built with ``load_settings``, and the typed results it returns. Names are
-resolved lazily so ``import rag_papers`` stays cheap for the CLI.
+``Settings`` object built with ``load_settings``, and the typed results it returns. Front
+ends (CLI, server, chat) import from here only. Names are resolved lazily so
+``import rag_papers`` stays cheap for the CLI.
 """
 
 from __future__ import annotations
@@ -13,69 +14,136 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PaperQA": "rag_papers.engine",
-    "sample_corpus_path": "rag_papers.engine",
-    "Settings": "rag_papers.settings",
-    "SettingsError": "rag_papers.settings",
-    "load_settings": "rag_papers.settings",
-    "Answer": "rag_papers.answer",
-    "Citation": "rag_papers.answer",
-    "Source": "rag_papers.answer",
-    "SentenceVerdict": "rag_papers.answer",
-    "Usage": "rag_papers.answer",
-    "ABSTAIN_PHRASE": "rag_papers.answer",
-    "Filters": "rag_papers.retrieval",
-    "ScoredPaper": "rag_papers.retrieval",
-    "Paper": "rag_papers.papers",
-    "IngestReport": "rag_papers.index",
-    "IndexMismatchError": "rag_papers.index",
-    "StoreUnavailableError": "rag_papers.index",
-    "LoaderError": "rag_papers.loaders",
-    "LLMError": "rag_papers.llms",
-    "ChatSession": "rag_papers.chat",
+    "PaperQA": "rag_papers.engine.qa",
+    "PaperPage": "rag_papers.engine.qa",
+    "sample_corpus_path": "rag_papers.engine.qa",
+    "AnswerPipeline": "rag_papers.engine.pipeline",
+    "ChatSession": "rag_papers.engine.conversation",
+    "Turn": "rag_papers.engine.conversation",
+    "SessionSource": "rag_papers.engine.conversation",
+    "CancelToken": "rag_papers.engine.streaming",
+    "AnswerCancelled": "rag_papers.engine.streaming",
+    "Settings": "rag_papers.core.settings",
+    "SettingsError": "rag_papers.core.settings",
+    "load_settings": "rag_papers.core.settings",
+    "preset_values": "rag_papers.core.settings",
+    "read_config_file": "rag_papers.core.settings",
+    "PRESETS": "rag_papers.core.settings",
+    "MODES": "rag_papers.core.specs",
+    "Mode": "rag_papers.core.specs",
+    "FORMATS": "rag_papers.core.specs",
+    "QUESTION_TYPES": "rag_papers.core.specs",
+    "LLM_SPEC_HELP": "rag_papers.core.specs",
+    "LLMSpec": "rag_papers.core.specs",
+    "parse_llm_spec": "rag_papers.core.specs",
+    "Paper": "rag_papers.core.papers",
+    "format_authors": "rag_papers.core.papers",
+    "format_reference": "rag_papers.core.papers",
+    "Answer": "rag_papers.answering.contract",
+    "Citation": "rag_papers.answering.contract",
+    "Source": "rag_papers.answering.contract",
+    "SentenceVerdict": "rag_papers.answering.contract",
+    "Usage": "rag_papers.answering.contract",
+    "ABSTAIN_PHRASE": "rag_papers.answering.contract",
+    "EXTRACTIVE_LABEL": "rag_papers.answering.contract",
+    "answer_label": "rag_papers.answering.contract",
+    "LLMError": "rag_papers.answering.llms",
+    "Filters": "rag_papers.retrieval.retriever",
+    "ScoredPaper": "rag_papers.retrieval.retriever",
+    "IngestReport": "rag_papers.store.index",
+    "IndexMismatchError": "rag_papers.store.index",
+    "StoreUnavailableError": "rag_papers.store.index",
+    "LoaderError": "rag_papers.ingest.loaders",
+    "resolve_fields": "rag_papers.ingest.loaders.records",
+    "load_papers": "rag_papers.ingest.loaders",
+    "Rejected": "rag_papers.ingest.loaders",
 }
 
 __all__ = [
     "ABSTAIN_PHRASE",
+    "EXTRACTIVE_LABEL",
+    "FORMATS",
+    "LLM_SPEC_HELP",
+    "MODES",
+    "PRESETS",
+    "QUESTION_TYPES",
     "Answer",
+    "AnswerCancelled",
+    "AnswerPipeline",
+    "CancelToken",
     "ChatSession",
     "Citation",
     "Filters",
     "IndexMismatchError",
     "IngestReport",
     "LLMError",
+    "LLMSpec",
     "LoaderError",
+    "Mode",
     "Paper",
+    "PaperPage",
     "PaperQA",
+    "Rejected",
     "ScoredPaper",
     "SentenceVerdict",
+    "SessionSource",
     "Settings",
     "SettingsError",
     "Source",
     "StoreUnavailableError",
+    "Turn",
     "Usage",
     "__version__",
+    "answer_label",
+    "format_authors",
+    "format_reference",
+    "load_papers",
     "load_settings",
+    "parse_llm_spec",
+    "preset_values",
+    "read_config_file",
+    "resolve_fields",
     "sample_corpus_path",
 ]
 
 if TYPE_CHECKING:
-    from rag_papers.answer import (
+    from rag_papers.answering.contract import (
         ABSTAIN_PHRASE,
+        EXTRACTIVE_LABEL,
         Answer,
         Citation,
         SentenceVerdict,
         Source,
         Usage,
+        answer_label,
     )
-    from rag_papers.chat import ChatSession
-    from rag_papers.engine import PaperQA, sample_corpus_path
-    from rag_papers.index import IndexMismatchError, IngestReport, StoreUnavailableError
-    from rag_papers.llms import LLMError
-    from rag_papers.loaders import LoaderError
-    from rag_papers.papers import Paper
-    from rag_papers.retrieval import Filters, ScoredPaper
-    from rag_papers.settings import Settings, SettingsError, load_settings
+    from rag_papers.answering.llms import LLMError
+    from rag_papers.core.papers import Paper, format_authors, format_reference
+    from rag_papers.core.settings import (
+        PRESETS,
+        Settings,
+        SettingsError,
+        load_settings,
+        preset_values,
+        read_config_file,
+    )
+    from rag_papers.core.specs import (
+        FORMATS,
+        LLM_SPEC_HELP,
+        MODES,
+        QUESTION_TYPES,
+        LLMSpec,
+        Mode,
+        parse_llm_spec,
+    )
+    from rag_papers.engine.conversation import ChatSession, SessionSource, Turn
+    from rag_papers.engine.pipeline import AnswerPipeline
+    from rag_papers.engine.qa import PaperPage, PaperQA, sample_corpus_path
+    from rag_papers.engine.streaming import AnswerCancelled, CancelToken
+    from rag_papers.ingest.loaders import LoaderError, Rejected, load_papers
+    from rag_papers.ingest.loaders.records import resolve_fields
+    from rag_papers.retrieval.retriever import Filters, ScoredPaper
+    from rag_papers.store.index import IndexMismatchError, IngestReport, StoreUnavailableError
 
 
 def __getattr__(name: str) -> Any:

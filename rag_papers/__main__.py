@@ -1,6 +1,6 @@
 """``python -m rag_papers``: the same command line as ``rag-papers``."""
 
-from rag_papers.cli import main
+from rag_papers.cli.app import main
 
 __all__: list[str] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from servers import isolate_user_dirs
 
-from rag_papers.settings import Settings, load_settings
+from rag_papers.core.settings import Settings, load_settings
 
 # The data sets live in shared/ beside the checkout (CI lays a copy there too).
 SHARED = Path(os.environ.get("RAG_PAPERS_SHARED") or Path(__file__).resolve().parents[2] / "shared")
@@ -34,13 +34,13 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def _sample_index_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled sample corpus ingested once per test session (copied per test)."""
-    from rag_papers.engine import PaperQA, sample_corpus_path
+    from rag_papers.engine.qa import PaperQA, sample_corpus_path
 
     root = tmp_path_factory.mktemp("sample-index")
     qa = PaperQA(load_settings(index_dir=root / "index", data_dir=root))
     report = qa.ingest([sample_corpus_path()])
     assert report.added == 84
-    qa.index.close()
+    qa.close()
     return root / "index"
 
 
@@ -54,15 +54,15 @@ def sample_settings(_sample_index_master: Path, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def sample_qa(sample_settings: Settings) -> Iterator[object]:
-    from rag_papers.engine import PaperQA
+    from rag_papers.engine.qa import PaperQA
 
     qa = PaperQA(sample_settings)
     yield qa
-    qa.index.close()
+    qa.close()
 
 
 @pytest.fixture(scope="session")
 def shared_embedder() -> object:
-    from rag_papers.embeddings import MiniLMEmbedder
+    from rag_papers.store.embeddings import MiniLMEmbedder
 
     return MiniLMEmbedder()

@@ -9,23 +9,17 @@ from typing import Any
 
 import pytest
 
-from rag_papers.answer import (
-    ABSTAIN_PHRASE,
-    CITATION_PATTERN,
-    Answer,
-    build_context,
-    check_support,
-    extract_numbers,
-    is_abstention,
-    parse_citations,
-    split_answer,
-)
-from rag_papers.engine import MarkerFilter, PaperQA, sample_corpus_path
-from rag_papers.llms import Completion
-from rag_papers.papers import Paper
-from rag_papers.retrieval import ScoredPaper
-from rag_papers.settings import Settings, load_settings
-from rag_papers.text import count_tokens, split_sentences
+from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
+from rag_papers.answering.context import build_context
+from rag_papers.answering.contract import ABSTAIN_PHRASE, CITATION_PATTERN, Answer
+from rag_papers.answering.llms import Completion
+from rag_papers.answering.support import check_support, extract_numbers, split_answer
+from rag_papers.core.papers import Paper
+from rag_papers.core.settings import Settings, load_settings
+from rag_papers.core.text import count_tokens, split_sentences
+from rag_papers.engine.pipeline import count_usage
+from rag_papers.engine.qa import PaperQA, sample_corpus_path
+from rag_papers.retrieval.retriever import ScoredPaper
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 DEFAULT_SUPPORT = Settings.model_fields["support_threshold"].default
@@ -44,7 +38,7 @@ def _tidy(text: str) -> str:
 @pytest.fixture(scope="module")
 def papers() -> dict[str, Paper]:
     """The bundled sample corpus, keyed by the part of the title before ':'."""
-    from rag_papers.loaders import load_papers
+    from rag_papers.ingest.loaders import load_papers
 
     return {p.title.split(":")[0]: p for p in load_papers(sample_corpus_path()).papers}
 
@@ -542,7 +536,7 @@ MESSAGES = [
 def test_usage_from_api_counts(tmp_path: Any) -> None:
     qa = _usage_engine(tmp_path)
     completion = Completion(text="ignored", prompt_tokens=1200, completion_tokens=300)
-    u = qa._usage("priced-model", MESSAGES, completion)
+    u = count_usage(qa.settings, "priced-model", MESSAGES, completion)
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (1200, 300, 1500)
     assert u.cost_usd == pytest.approx((1200 * 2.0 + 300 * 8.0) / 1_000_000)
     assert u.counted_by == "api"
@@ -551,7 +545,7 @@ def test_usage_from_api_counts(tmp_path: Any) -> None:
 def test_usage_counted_with_tiktoken_when_api_is_silent(tmp_path: Any) -> None:
     qa = _usage_engine(tmp_path)
     completion = Completion(text="Self-RAG adds reflection tokens [1].")
-    u = qa._usage("priced-model", MESSAGES, completion)
+    u = count_usage(qa.settings, "priced-model", MESSAGES, completion)
     expected_prompt = sum(count_tokens(m["content"]) + 4 for m in MESSAGES)
     expected_out = count_tokens(completion.text)
     assert u.counted_by == "tiktoken"
@@ -563,7 +557,10 @@ def test_usage_counted_with_tiktoken_when_api_is_silent(tmp_path: Any) -> None:
 
 
 def test_usage_unknown_model_is_free(tmp_path: Any) -> None:
-    u = _usage_engine(tmp_path)._usage(
-        "smollm2", MESSAGES, Completion(text="x", prompt_tokens=10, completion_tokens=5)
+    u = count_usage(
+        _usage_engine(tmp_path).settings,
+        "smollm2",
+        MESSAGES,
+        Completion(text="x", prompt_tokens=10, completion_tokens=5),
     )
     assert u.cost_usd == 0.0 and u.total_tokens == 15

@@ -13,19 +13,13 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from rag_papers.answer import Answer, Citation, SentenceVerdict, Source
-from rag_papers.chat import (
-    AnswerCancelled,
-    CancelToken,
-    ChatSession,
-    Turn,
-    _RenumberingFilter,
-    condense_heuristic,
-    renumber_answer,
-)
-from rag_papers.engine import PaperQA
-from rag_papers.repl import SLOW_STREAM_ENV
-from rag_papers.settings import Settings, load_settings
+from rag_papers.answering.contract import Answer, Citation, SentenceVerdict, Source
+from rag_papers.chat.repl import SLOW_STREAM_ENV
+from rag_papers.core.settings import Settings, load_settings
+from rag_papers.engine.condense import condense_heuristic
+from rag_papers.engine.conversation import ChatSession, Turn, _RenumberingFilter, renumber_answer
+from rag_papers.engine.qa import PaperQA
+from rag_papers.engine.streaming import AnswerCancelled, CancelToken
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 FOLLOW_UP = "How does it decide when to retrieve?"
@@ -243,7 +237,7 @@ def test_chat_session_renumbers_a_streamed_llm_answer(sample_settings: Settings)
         assert "".join(pieces) == second.text == "It predicts reflection tokens [2]."
         assert chat.history[1].stream_exact
         assert [s.number for s in chat.sources] == [1, 2]
-        qa.index.close()
+        qa.close()
 
 
 def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> None:
@@ -274,8 +268,8 @@ def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> 
 # "[1]", then spaces or styling escapes (NO_COLOR keeps bold), then the title.
 CITED_SELF_RAG = r"\[1\](?:\x1b\[[0-9;]*m|\s)*" + re.escape(SELF_RAG_TITLE)
 REPL_CODE = (
-    "from rag_papers.settings import load_settings; from rag_papers.engine import PaperQA; "
-    "from rag_papers.repl import run_repl; s = load_settings(); run_repl(PaperQA(s), s)"
+    "from rag_papers.core.settings import load_settings; from rag_papers.engine.qa import PaperQA; "
+    "from rag_papers.chat.repl import run_repl; s = load_settings(); run_repl(PaperQA(s), s)"
 )
 
 

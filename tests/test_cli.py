@@ -14,16 +14,23 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from rag_papers import cli as cli_module
-from rag_papers.answer import ABSTAIN_PHRASE, Answer, Citation, SentenceVerdict, Usage
-from rag_papers.catalog import Catalog
-from rag_papers.cli import app
-from rag_papers.render import EXTRACTIVE_LABEL, render_answer, safe_text
-from rag_papers.settings import Settings
+from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, SentenceVerdict, Usage
+from rag_papers.cli import app as cli_module
+from rag_papers.cli.app import app
+from rag_papers.core.settings import Settings
+from rag_papers.store.catalog import Catalog
+from rag_papers.terminal.render import EXTRACTIVE_LABEL, render_answer, safe_text
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 OFF_TOPIC_Q = "How do I bake sourdough bread at high altitude?"
-HEAVY = ("chromadb", "llama_index", "onnxruntime", "numpy", "rag_papers.engine", "rag_papers.index")
+HEAVY = (
+    "chromadb",
+    "llama_index",
+    "onnxruntime",
+    "numpy",
+    "rag_papers.engine.qa",
+    "rag_papers.store.index",
+)
 
 TINY = [
     {
@@ -75,11 +82,11 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
 
 
 def loaded_modules(code: str) -> list[str]:
-    """Run ``code`` (which calls rag_papers.cli.main) in a fresh interpreter; the heavy
+    """Run ``code`` (which calls rag_papers.cli.app.main) in a fresh interpreter; the heavy
     modules it left imported."""
     probe = (
         "import sys\n"
-        "from rag_papers.cli import main\n"
+        "from rag_papers.cli.app import main\n"
         f"try:\n    {code}\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
         f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
@@ -128,7 +135,7 @@ def test_version() -> None:
 
 def test_eval_is_mounted_lazily() -> None:
     proc = run_cli("eval", "--help")
-    if importlib.util.find_spec("rag_papers.evaluation.cli") is None:
+    if importlib.util.find_spec("rag_papers.cli.eval") is None:
         assert proc.returncode == 2
         assert "not available" in proc.stderr
     else:
@@ -144,7 +151,7 @@ def test_lazy_mount_reaches_a_sub_app_and_shares_settings(
     module = tmp_path / "stand_in_eval_cli.py"
     module.write_text(
         "import typer\n"
-        "from rag_papers.cli import get_settings\n"
+        "from rag_papers.cli.app import get_settings\n"
         "app = typer.Typer()\n"
         "@app.command()\n"
         "def run(ctx: typer.Context) -> None:\n"

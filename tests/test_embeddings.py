@@ -7,7 +7,12 @@ import json
 import httpx
 import numpy as np
 
-from rag_papers.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder, as_llama_index_embedding
+from rag_papers.store.embeddings import (
+    Embedder,
+    MiniLMEmbedder,
+    OpenAIEmbedder,
+    as_llama_index_embedding,
+)
 
 
 def test_minilm_vectors_are_normalised_and_order_independent(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rag_papers.answer import Answer, Citation, Source, Usage
+from rag_papers.answering.contract import Answer, Citation, Source, Usage
 from rag_papers.evaluation.compare import check_thresholds, compare, parse_thresholds
 from rag_papers.evaluation.datasets import (
     Dataset,
@@ -367,9 +367,9 @@ def test_dataset_missing_and_empty(tmp_path: Path) -> None:
 
 
 def test_resolve_gold_by_normalised_title_and_ids(tmp_path: Path) -> None:
-    from rag_papers.catalog import Catalog
+    from rag_papers.core.papers import Paper
     from rag_papers.evaluation.datasets import EvalQuestion
-    from rag_papers.papers import Paper
+    from rag_papers.store.catalog import Catalog
 
     catalog = Catalog(tmp_path / "catalog.sqlite")
     papers = [
@@ -465,14 +465,14 @@ def _subset() -> Dataset:
 @pytest.fixture(scope="module")
 def eval_qa(_sample_index_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private copy of the sample index for this module's runs (one ingest per session)."""
-    from rag_papers.engine import PaperQA
-    from rag_papers.settings import load_settings
+    from rag_papers.core.settings import load_settings
+    from rag_papers.engine.qa import PaperQA
 
     dest = tmp_path_factory.mktemp("eval-index") / "index"
     shutil.copytree(_sample_index_master, dest)
     qa = PaperQA(load_settings(index_dir=dest, data_dir=dest.parent))
     yield qa
-    qa.index.close()
+    qa.close()
 
 
 @pytest.fixture(scope="module")
@@ -547,7 +547,7 @@ def test_run_eval_end_to_end_with_resume(
 def test_run_cli_resumes_and_fail_under_exits_nonzero(
     finished_run: tuple[Path, Any, Dataset], eval_qa: Any, tmp_path: Path
 ) -> None:
-    from rag_papers.evaluation.cli import app
+    from rag_papers.cli.eval import app
 
     out, _, data = finished_run
     dataset = tmp_path / "subset.jsonl"
@@ -581,7 +581,7 @@ def test_run_cli_resumes_and_fail_under_exits_nonzero(
 def test_compare_flags_regressions_direction_aware(
     finished_run: tuple[Path, Any, Dataset], tmp_path: Path
 ) -> None:
-    from rag_papers.evaluation.cli import app
+    from rag_papers.cli.eval import app
 
     run_a, _, _ = finished_run
     summary = json.loads((run_a / "summary.json").read_text())
@@ -661,7 +661,9 @@ def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_beir_cli_and_fusion_reproduces_hybrid(tiny_beir: Path, tmp_path: Path) -> None:
-    from rag_papers.engine import PaperQA
+    from rag_papers.cli.eval import app
+    from rag_papers.core.settings import load_settings
+    from rag_papers.engine.qa import PaperQA
     from rag_papers.evaluation.beir import (
         beir_runs,
         beir_settings,
@@ -671,8 +673,6 @@ def test_beir_cli_and_fusion_reproduces_hybrid(tiny_beir: Path, tmp_path: Path) 
         load_beir,
         tune_fusion,
     )
-    from rag_papers.evaluation.cli import app
-    from rag_papers.settings import load_settings
 
     index_dir = tmp_path / "beir-index"
     result = CliRunner().invoke(
@@ -717,12 +717,12 @@ def test_beir_cli_and_fusion_reproduces_hybrid(tiny_beir: Path, tmp_path: Path) 
     assert by[("weighted", 1.0)] == pytest.approx(scores["dense"]["ndcg@10"])
     assert by[("weighted", 0.5)] == pytest.approx(scores["hybrid"]["ndcg@10"])
     assert tuned.best["ndcg@10"] == max(by.values())
-    qa.index.close()
+    qa.close()
 
 
 def test_dedicated_index_dirs(shared_dir: Path, tmp_path: Path) -> None:
+    from rag_papers.core.settings import load_settings
     from rag_papers.evaluation.runner import dedicated_index_dir, default_out_dir
-    from rag_papers.settings import load_settings
 
     s = load_settings(data_dir=tmp_path)
     beir = shared_dir / "datasets" / "scifact" / "beir"
@@ -748,11 +748,11 @@ def test_judge_with_real_llama_server(eval_qa: Any, tmp_path: Path) -> None:
     _needs_llama()
     from servers import llama_server
 
-    from rag_papers.engine import PaperQA
+    from rag_papers.answering.llms import make_backend
+    from rag_papers.core.settings import load_settings
+    from rag_papers.engine.qa import PaperQA
     from rag_papers.evaluation.metrics import LLMJudge
     from rag_papers.evaluation.runner import load_results, run_eval
-    from rag_papers.llms import make_backend
-    from rag_papers.settings import load_settings
 
     # One source per answer keeps the judge's prompts short for a CPU-bound tiny model.
     qa = PaperQA(eval_qa.settings.model_copy(update={"top_k": 1}), index=eval_qa.index)

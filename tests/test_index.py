@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rag_papers.index import IndexMismatchError, PaperIndex
-from rag_papers.papers import Paper
-from rag_papers.settings import load_settings
+from rag_papers.core.papers import Paper
+from rag_papers.core.settings import load_settings
+from rag_papers.store.index import IndexMismatchError, PaperIndex
 
 
 def _papers(n: int, *, prefix: str = "p", long_every: int = 0) -> list[Paper]:
@@ -123,9 +123,9 @@ def test_manifest_mismatch_is_refused(tmp_path: Path) -> None:
 
 _KILL_SCRIPT = """
 import sys, time
-from rag_papers.index import PaperIndex
-from rag_papers.loaders import load_papers
-from rag_papers.settings import load_settings
+from rag_papers.store.index import PaperIndex
+from rag_papers.ingest.loaders import load_papers
+from rag_papers.core.settings import load_settings
 idx = PaperIndex(load_settings(index_dir=sys.argv[1], ingest_batch_papers=6))
 papers = load_papers(sys.argv[2]).papers
 def progress(stage, done, total):
@@ -188,7 +188,7 @@ def test_sigkill_at_any_point_then_rerun_keeps_one_copy(tmp_path: Path) -> None:
     )
     assert "finished" in done.stdout
 
-    from rag_papers.loaders import load_papers
+    from rag_papers.ingest.loaders import load_papers
 
     papers = load_papers(corpus).papers  # the ids the loader gives them
     index = PaperIndex(load_settings(index_dir=index_dir))

@@ -19,8 +19,8 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import MetadataMode, QueryBundle
 from llama_index.core.tools import QueryEngineTool
 
-from rag_papers.engine import PaperQA
-from rag_papers.llamaindex import PaperQueryEngine, PaperRetriever
+from rag_papers.engine.llamaindex import PaperQueryEngine, PaperRetriever
+from rag_papers.engine.qa import PaperQA
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 SELF_RAG_TITLE = "Self-RAG: Learning to Retrieve, Generate, and Critique through Self-Reflection"

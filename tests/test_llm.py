@@ -32,11 +32,12 @@ from servers import (
     smollm2_path,
 )
 
-from rag_papers.answer import ABSTAIN_PHRASE, CITATION_PATTERN, Answer, extract_numbers
-from rag_papers.engine import PaperQA
-from rag_papers.llms import LLMError
-from rag_papers.settings import Settings, load_settings
-from rag_papers.text import count_tokens
+from rag_papers.answering.contract import ABSTAIN_PHRASE, CITATION_PATTERN, Answer
+from rag_papers.answering.llms import LLMError
+from rag_papers.answering.support import extract_numbers
+from rag_papers.core.settings import Settings, load_settings
+from rag_papers.core.text import count_tokens
+from rag_papers.engine.qa import PaperQA
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 MAX_TOKENS = 128  # SmolLM2 writes ~100 tokens/s on 2 cores
@@ -286,7 +287,7 @@ def smol(
         qa = PaperQA(settings)
         deltas, streamed = _run_stream(qa, SELF_RAG_Q)
         plain = qa.ask(SELF_RAG_Q)
-        qa.index.close()
+        qa.close()
     yield SmolRun(settings, deltas, streamed, plain)
 
 
@@ -338,7 +339,7 @@ class TestSmolLM2:
         assert a.claims == len(claims) and a.supported == sum(v.supported for v in claims)
         # Whatever SmolLM2 made up, a number not in the cited abstracts is never "supported".
         shown = {s.marker: s.paper_id for s in a.sources if s.marker is not None}
-        from rag_papers.index import PaperIndex
+        from rag_papers.store.index import PaperIndex
 
         index = PaperIndex(smol.settings)
         try:

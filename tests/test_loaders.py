@@ -12,17 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag_papers import loaders
-from rag_papers.loaders import (
-    FORMATS,
-    LoaderError,
-    LoadResult,
-    Rejected,
-    detect_format,
-    load_papers,
-)
-from rag_papers.loaders.common import clean_text
-from rag_papers.loaders.records import repair_arxiv_number, split_authors
+from rag_papers.core.specs import FORMATS
+from rag_papers.ingest import loaders
+from rag_papers.ingest.loaders import LoaderError, LoadResult, Rejected, detect_format, load_papers
+from rag_papers.ingest.loaders.common import clean_text
+from rag_papers.ingest.loaders.records import repair_arxiv_number, split_authors
 
 DATA = Path(__file__).parent / "data" / "loaders"
 SHARED = Path(os.environ.get("RAG_PAPERS_SHARED", Path(__file__).resolve().parents[2] / "shared"))

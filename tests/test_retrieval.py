@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rag_papers.index import PaperIndex
-from rag_papers.loaders import load_papers
-from rag_papers.retrieval import Filters, Retriever, fuse
-from rag_papers.settings import Settings, load_settings
+from rag_papers.core.settings import Settings, load_settings
+from rag_papers.ingest.loaders import load_papers
+from rag_papers.retrieval.retriever import Filters, Retriever, fuse
+from rag_papers.store.index import PaperIndex
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,6 @@ def test_modes_find_the_sample_paper(sample_qa) -> None:  # type: ignore[no-unty
 def test_exact_acronym_found_by_bm25(sample_qa) -> None:  # type: ignore[no-untyped-def]
     results = sample_qa.search("RegDGCNN", k=3, mode="bm25")
     assert results and results[0].paper.title.startswith("DrivAerNet")
-
-
-def test_per_paper_chunk_cap(arxiv_index: PaperIndex) -> None:
-    r = _retriever(arxiv_index, max_chunks_per_paper=1)
-    results = r.retrieve("speech recognition for low-resource languages", k=10, mode="dense")
-    assert all(len(x.chunks) <= 1 for x in results)
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])

@@ -21,11 +21,11 @@ import uvicorn
 from servers import isolate_user_dirs
 
 from rag_papers import __version__
-from rag_papers.answer import ABSTAIN_PHRASE, Answer
-from rag_papers.engine import PaperQA
-from rag_papers.settings import Settings, SettingsError, load_settings
+from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer
+from rag_papers.core.settings import Settings, SettingsError, load_settings
+from rag_papers.engine.qa import PaperQA
 
-from rag_papers.server import (  # isort: skip
+from rag_papers.server.app import (  # isort: skip
     MODEL_ID,
     check_bind,
     create_app,
@@ -93,7 +93,7 @@ def open_qa(
 ) -> Iterator[PaperQA]:
     qa = PaperQA(_index_copy(_sample_index_master, tmp_path_factory.mktemp("open")))
     yield qa
-    qa.index.close()
+    qa.close()
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +346,9 @@ def test_openai_model_prefix_selects_the_llm(open_url: str) -> None:
 
 
 def test_chat_follow_up_is_condensed_with_the_history(open_url: str) -> None:
-    pytest.importorskip("rag_papers.chat", reason="the chat module (condense) is not built yet")
+    pytest.importorskip(
+        "rag_papers.engine.conversation", reason="the chat module (condense) is not built yet"
+    )
     first = httpx.post(
         f"{open_url}/v1/chat/completions",
         json={"messages": [{"role": "user", "content": SELF_RAG}]},
@@ -654,7 +656,7 @@ def test_llm_answers_stream_through_the_openai_endpoint(open_qa: PaperQA) -> Non
 def test_all_is_complete() -> None:
     import inspect
 
-    import rag_papers.server as module
+    import rag_papers.server.app as module
 
     public = {
         name

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_papers.settings import PRESETS, Settings, SettingsError, load_settings
+from rag_papers.core.settings import PRESETS, Settings, SettingsError, load_settings
 
 
 def test_every_field_is_described() -> None:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from rag_papers.evaluation.runner import _beir_name, dedicated_index_dir
 
 if TYPE_CHECKING:
-    from rag_papers.engine import PaperQA
-    from rag_papers.index import IngestReport
-    from rag_papers.settings import Settings
+    from rag_papers.core.settings import Settings
+    from rag_papers.engine.qa import PaperQA
+    from rag_papers.store.index import IngestReport
 
 __all__ = [
     "BEIR_METRICS",
@@ -223,8 +223,8 @@ def fuse_runs(
     rrf_k: int = 60,
     k: int = 100,
 ) -> ScoreMap:
-    """Per query, rag_papers.retrieval.fuse of the two branch maps, top k, engine tie order."""
-    from rag_papers.retrieval import fuse
+    """Per query, the engine's fuse() of the two branch maps, top k, engine tie order."""
+    from rag_papers.retrieval.retriever import fuse
 
     out: ScoreMap = {}
     for qid in dense.keys() | bm25.keys():

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rag_papers.papers import normalise_title
+from rag_papers.core.papers import normalise_title
+from rag_papers.core.specs import QUESTION_TYPES, QuestionType
 
 if TYPE_CHECKING:
-    from rag_papers.catalog import Catalog
+    from rag_papers.store.catalog import Catalog
 
 __all__ = [
     "QUESTION_TYPES",
@@ -34,9 +35,6 @@ __all__ = [
     "scifact_to_dataset",
     "write_dataset",
 ]
-
-QuestionType = Literal["single", "multi", "numeric", "unanswerable"]
-QUESTION_TYPES: tuple[str, ...] = ("single", "multi", "numeric", "unanswerable")
 
 
 class DatasetError(ValueError):
@@ -224,7 +222,7 @@ def resolve_gold(questions: Sequence[EvalQuestion], catalog: Catalog) -> GoldRes
 # --- SciFact --------------------------------------------------------------------------------
 def _corpus_titles(corpus: Path) -> dict[str, str]:
     """BEIR corpus id -> title, read with the project's own BEIR loader."""
-    from rag_papers.loaders import LoaderError, load_papers
+    from rag_papers.ingest.loaders import LoaderError, load_papers
 
     try:
         result = load_papers(corpus, format="beir")

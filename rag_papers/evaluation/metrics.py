@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from rag_papers.answer import Answer
+from rag_papers.answering.contract import Answer
 
 __all__ = [
     "JUDGE_PROMPTS",
@@ -614,7 +614,7 @@ def parse_correctness(text: str) -> float | None:
 
 
 class LLMJudge:
-    """Scores answers with an LLM backend (rag_papers.llms.make_backend)."""
+    """Scores answers with an LLM backend (rag_papers.answering.llms.make_backend)."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend

@@ -31,8 +31,8 @@ from rag_papers.evaluation.metrics import (
 )
 
 if TYPE_CHECKING:
-    from rag_papers.engine import PaperQA
-    from rag_papers.settings import Settings
+    from rag_papers.core.settings import Settings
+    from rag_papers.engine.qa import PaperQA
 
 __all__ = [
     "RETRIEVAL_DEPTH",

@@ -1,3 +1,3 @@
-"""Bundled settings presets (TOML files), loaded by rag_papers.settings."""
+"""Bundled settings presets (TOML files), loaded by rag_papers.core.settings."""
 
 __all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Chat front end: the terminal REPL."""
+
+__all__: list[str] = []

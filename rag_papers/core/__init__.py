@@ -1,0 +1,3 @@
+"""Foundation: settings, the Paper record, text utilities, process environment."""
+
+__all__: list[str] = []

@@ -1,0 +1,284 @@
+"""One Settings object.
+
+Precedence: defaults < preset < TOML file < environment (RAG_PAPERS_*) < explicit overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag_papers.core.specs import Mode, parse_llm_spec
+
+__all__ = [
+    "PRESETS",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "preset_values",
+    "read_config_file",
+]
+
+PRESETS = ("offline", "openai", "ollama", "llamacpp", "scifact")
+
+
+class SettingsError(ValueError):
+    """A config file, preset or value that cannot be used; the message says which and why."""
+
+
+# Fields that change what an answer is; hashed into the settings fingerprint.
+_FINGERPRINT_EXCLUDE = {
+    "data_dir",
+    "index_dir",
+    "chroma_url",
+    "openai_api_key",
+    "server_api_key",
+    "llm_timeout",
+    "llm_max_retries",
+    "max_body_bytes",
+    "max_question_chars",
+    "max_k",
+    "history_file",
+    "ingest_batch_papers",
+    "auto_ingest_sample",
+    "embed_batch_size",
+}
+
+
+class Settings(BaseSettings):
+    """Everything rag_papers can be told. Every front end takes one instance, passed explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_PAPERS_",
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=lambda: Path(user_data_dir("rag-papers", appauthor=False)),
+        description="Base directory for indexes, chat history and caches.",
+    )
+    index_dir: Path | None = Field(
+        default=None,
+        description="Directory of the persistent Chroma index; default <data_dir>/index.",
+    )
+    collection: str = Field(default="papers", description="Chroma collection name.")
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (chroma run); when set, the index lives there "
+        "and only the BM25 sidecar stays in index_dir.",
+    )
+    auto_ingest_sample: bool = Field(
+        default=True,
+        description="Ingest the bundled sample corpus the first time a command needs an "
+        "index and none exists.",
+    )
+
+    # --- embeddings and chunking ------------------------------------------------------
+    embed_backend: Literal["minilm", "openai"] = Field(
+        default="minilm",
+        description="'minilm': bundled all-MiniLM-L6-v2 (ONNX, offline); 'openai': the "
+        "OpenAI embeddings API.",
+    )
+    openai_embed_model: str = Field(
+        default="text-embedding-3-small", description="Model for embed_backend='openai'."
+    )
+    embed_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per batch.")
+    embed_max_tokens: int = Field(
+        default=256, ge=16, le=512, description="Word pieces the bundled model reads per text."
+    )
+    chunk_tokens: int = Field(
+        default=220,
+        ge=32,
+        description="Longest chunk in tiktoken tokens (title included); an abstract that "
+        "fits stays one chunk.",
+    )
+    chunk_overlap: int = Field(
+        default=40, ge=0, description="Tokens of sentence overlap between adjacent chunks."
+    )
+    tokenizer: str = Field(default="cl100k_base", description="tiktoken encoding for counting.")
+    ingest_batch_papers: int = Field(
+        default=256,
+        ge=1,
+        description="Papers embedded and stored per step; each step is committed on its own.",
+    )
+
+    # --- retrieval -------------------------------------------------------------------
+    retrieval_mode: Mode = Field(
+        default="hybrid", description="Dense (Chroma), lexical (BM25) or both fused."
+    )
+    top_k: int = Field(default=6, ge=1, le=100, description="Papers retrieved per question.")
+    candidates: int = Field(
+        default=100, ge=1, le=2000, description="Chunks each branch returns before fusion."
+    )
+    fusion: Literal["rrf", "weighted"] = Field(
+        default="weighted",
+        description="'rrf': reciprocal rank fusion; 'weighted': min-max normalised scores "
+        "mixed with dense_weight.",
+    )
+    rrf_k: int = Field(default=60, ge=1, description="Rank constant of RRF.")
+    dense_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Weight of the dense branch in weighted fusion."
+    )
+
+    # --- answering ------------------------------------------------------------------
+    llm: str = Field(
+        default="extractive",
+        description="'extractive' (no LLM), 'openai:MODEL' (OpenAI or any OpenAI-compatible "
+        "server, see openai_base_url) or 'gguf:PATH' (local file, needs the 'local' extra).",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp).",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAG_PAPERS_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="API key; OPENAI_API_KEY is read too.",
+    )
+    llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per LLM request.")
+    llm_max_retries: int = Field(
+        default=3, ge=0, description="Retries on 429, 5xx and connection errors."
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int = Field(default=512, ge=16, description="Longest completion, in tokens.")
+    context_window: int | None = Field(
+        default=None, description="Model context in tokens; default: known per backend."
+    )
+    prompt_budget: int = Field(
+        default=3000, ge=200, description="Most tokens of sources put into one prompt."
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.00),
+            "gpt-4.1-mini": (0.40, 1.60),
+            "gpt-4.1": (2.00, 8.00),
+            "text-embedding-3-small": (0.02, 0.0),
+        },
+        description="USD per million (prompt, completion) tokens, by model id; unknown: free.",
+    )
+    prompts: dict[str, Path] = Field(
+        default_factory=dict, description="Prompt name -> a user's own template file."
+    )
+    extractive_sentences: int = Field(
+        default=4, ge=1, le=20, description="Sentences an extractive answer quotes."
+    )
+    abstain_threshold: float = Field(
+        default=0.25,
+        description="Abstain when the best dense cosine similarity of any retrieved paper is "
+        "below this (calibrated on eval/datasets/sample.jsonl).",
+    )
+    abstain_sentence_threshold: float = Field(
+        default=0.40,
+        description="Extractive mode: abstain when no sentence of the retrieved abstracts "
+        "reaches this cosine similarity to the question (calibrated on "
+        "eval/datasets/sample.jsonl: no answerable question below it).",
+    )
+    support_threshold: float = Field(
+        default=0.69,
+        description="A sentence without numbers is supported when its overlap with a cited "
+        "source reaches this (calibrated on eval/datasets/support_labels.jsonl).",
+    )
+
+    # --- front ends -------------------------------------------------------------------
+    history_file: Path | None = Field(
+        default=None, description="Chat history file; default <data_dir>/chat_history."
+    )
+    server_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key required by the HTTP server off loopback, and always for ingest.",
+    )
+    max_body_bytes: int = Field(default=20_000_000, description="Largest HTTP request body.")
+    max_question_chars: int = Field(default=2000, description="Longest question accepted.")
+    max_k: int = Field(default=50, description="Largest k a request may ask for.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        parse_llm_spec(self.llm)  # ValueError naming the grammar
+        return self
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or self.data_dir / "index"
+
+    @property
+    def resolved_history_file(self) -> Path:
+        return self.history_file or self.data_dir / "chat_history"
+
+    def fingerprint(self) -> str:
+        """Short hash of every setting that changes an answer (not paths, keys or limits)."""
+        data = self.model_dump(mode="json", exclude=_FINGERPRINT_EXCLUDE)
+        blob = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def read_config_file(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The settings in a TOML file (flat, or under a [rag_papers] table)."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{what} {path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{what} {path}: invalid TOML: {exc}") from None
+    # Accept both a flat file and one with a [rag_papers] table.
+    return dict(data.get("rag_papers", data))
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The settings a bundled preset sets."""
+    if name not in PRESETS:
+        raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("rag_papers.presets").joinpath(f"{name}.toml").read_text()
+    return dict(tomllib.loads(text))
+
+
+def load_settings(
+    *, config: Path | str | None = None, preset: str | None = None, **overrides: Any
+) -> Settings:
+    """Build Settings: defaults < preset < config file < RAG_PAPERS_* env < overrides.
+
+    ``config`` may itself name a preset (``preset = "openai"``); overrides that are None
+    are ignored so CLI options left unset do not mask the environment.
+    """
+    file_data: dict[str, Any] = {}
+    if config is None and (env_cfg := _env_config()):
+        config = env_cfg
+    if config is not None:
+        file_data = read_config_file(Path(config), "config file")
+    preset = preset or file_data.pop("preset", None) or _env_preset()
+    file_data.pop("preset", None)
+    data: dict[str, Any] = {**(preset_values(preset) if preset else {}), **file_data}
+    from_env = Settings()
+    data.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**data)
+    except ValueError as exc:
+        where = f" (config file {config})" if config else ""
+        raise SettingsError(f"invalid settings{where}: {exc}") from None
+
+
+def _env_config() -> str | None:
+    import os
+
+    return os.environ.get("RAG_PAPERS_CONFIG") or None
+
+
+def _env_preset() -> str | None:
+    import os
+
+    return os.environ.get("RAG_PAPERS_PRESET") or None

@@ -1,0 +1,333 @@
+"""The answer pipeline as named steps: retrieve -> gate -> context -> generate -> check.
+
+``PaperQA.ask`` runs them in order; the calibration script and the tests call the steps
+one by one instead of re-implementing them. Each step reads its thresholds from Settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
+from rag_papers.answering.context import build_context
+from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Source, Usage
+from rag_papers.answering.extractive import extractive_answer
+from rag_papers.answering.prompts import load_prompt
+from rag_papers.answering.support import check_support, split_answer
+from rag_papers.core.text import count_tokens
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from rag_papers.answering.llms import Completion, LLMBackend
+    from rag_papers.core.settings import Settings
+    from rag_papers.core.specs import Mode
+    from rag_papers.retrieval.retriever import Filters, ScoredPaper
+    from rag_papers.store.index import PaperIndex
+
+__all__ = [
+    "AnswerPipeline",
+    "Context",
+    "Generated",
+    "Retrieved",
+    "count_usage",
+    "source_of",
+]
+
+# Room left in the model's window for the system prompt, the question and message framing.
+PROMPT_OVERHEAD_TOKENS = 400
+# The context is never cut below this many tokens, however small the window.
+MIN_CONTEXT_TOKENS = 200
+# Tokens tiktoken cannot see per chat message (role and separators), when the API reports none.
+TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(slots=True)
+class Retrieved:
+    """What retrieval found for one query, and the query's embedding (reused downstream)."""
+
+    query: str
+    vector: np.ndarray
+    results: list[ScoredPaper]
+
+    @property
+    def best_dense(self) -> float | None:
+        return max((r.dense for r in self.results if r.dense is not None), default=None)
+
+
+@dataclass(slots=True)
+class Context:
+    """The numbered sources shown to the answerer: marker n is ``shown[n - 1]``."""
+
+    text: str
+    shown: list[ScoredPaper]
+
+    def markers(self) -> dict[int, str]:
+        return {m: item.paper.id for m, item in enumerate(self.shown, start=1)}
+
+
+@dataclass(slots=True)
+class Generated:
+    """The answerer's raw text (markers already filtered when streamed), or why it abstained."""
+
+    raw: str
+    usage: Usage = field(default_factory=Usage)
+    abstain_reason: str | None = None
+
+
+class AnswerPipeline:
+    """The steps of one answer over an open index with one backend (None: extractive)."""
+
+    def __init__(self, settings: Settings, index: PaperIndex, backend: LLMBackend | None) -> None:
+        self.settings = settings
+        self.index = index
+        self.backend = backend
+
+    @property
+    def model(self) -> str:
+        return self.backend.model_id if self.backend else "extractive"
+
+    # --- 1. retrieve ------------------------------------------------------------------------
+    def retrieve(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: Mode | None = None,
+        filters: Filters | None = None,
+    ) -> Retrieved:
+        from rag_papers.retrieval.retriever import Retriever
+
+        vector = self.index.embedder.embed_query(query)
+        results = Retriever(self.index, self.settings).retrieve(
+            query, k=k, mode=mode, filters=filters, query_vector=vector
+        )
+        return Retrieved(query=query, vector=vector, results=results)
+
+    # --- 2. gate ----------------------------------------------------------------------------
+    def gate(self, retrieved: Retrieved) -> str | None:
+        """Why to abstain before answering (nothing, or only weak matches), or None."""
+        if not retrieved.results:
+            return "nothing retrieved"
+        best, threshold = retrieved.best_dense, self.settings.abstain_threshold
+        if best is not None and best < threshold:
+            return f"weak retrieval (best similarity {best:.2f} < {threshold})"
+        return None
+
+    # --- 3. context -------------------------------------------------------------------------
+    def context(self, retrieved: Retrieved) -> Context:
+        s = self.settings
+        window = self.backend.context_window if self.backend else None
+        budget = s.prompt_budget
+        if window is not None:
+            room = window - s.max_tokens - PROMPT_OVERHEAD_TOKENS
+            budget = min(budget, max(room, MIN_CONTEXT_TOKENS))
+        text, shown = build_context(retrieved.results, budget=budget, tokenizer=s.tokenizer)
+        return Context(text=text, shown=shown)
+
+    # --- 4. generate ------------------------------------------------------------------------
+    def generate(
+        self,
+        retrieved: Retrieved,
+        context: Context,
+        *,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Generated:
+        if self.backend is None:
+            return self._extract(retrieved, context, on_delta)
+        s = self.settings
+        system = load_prompt("system", s.prompts.get("system")).render(
+            abstain_phrase=ABSTAIN_PHRASE
+        )
+        user = load_prompt("answer", s.prompts.get("answer")).render(
+            sources=context.text, question=retrieved.query
+        )
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        sink = None
+        flt = MarkerFilter(len(context.shown))
+        if on_delta is not None:
+
+            def sink(delta: str) -> None:
+                if text := flt.feed(delta):
+                    on_delta(text)
+
+        completion = self.backend.complete(messages, on_delta=sink)
+        if on_delta is not None and (rest := flt.flush()):
+            on_delta(rest)
+        out = Generated(raw=completion.text, usage=count_usage(s, self.model, messages, completion))
+        if is_abstention(completion.text):
+            out.abstain_reason = "the model said the sources do not answer it"
+        return out
+
+    def _extract(
+        self,
+        retrieved: Retrieved,
+        context: Context,
+        on_delta: Callable[[str], None] | None,
+    ) -> Generated:
+        s = self.settings
+        raw = extractive_answer(
+            retrieved.vector,
+            context.shown,
+            self.index.embedder,
+            n_sentences=s.extractive_sentences,
+            min_similarity=s.abstain_sentence_threshold,
+        )
+        if raw == ABSTAIN_PHRASE:
+            why = (
+                "no sentence of the retrieved abstracts is close to the question "
+                f"(similarity < {s.abstain_sentence_threshold})"
+            )
+            return Generated(raw=raw, usage=Usage(counted_by="none"), abstain_reason=why)
+        if on_delta:
+            on_delta(raw)
+        return Generated(raw=raw, usage=Usage(counted_by="none"))
+
+    # --- 5. check ---------------------------------------------------------------------------
+    def check(self, answer: Answer, generated: Generated, context: Context) -> Answer:
+        """Map markers to papers (dropping any outside the shown set) and judge each sentence."""
+        shown = context.shown
+        text, used, removed = parse_citations(generated.raw, len(shown))
+        answer.text = text
+        answer.removed_markers = removed
+        answer.citations = [
+            Citation(
+                marker=m,
+                paper_id=shown[m - 1].paper.id,
+                title=shown[m - 1].paper.title,
+                year=shown[m - 1].paper.year,
+                url=shown[m - 1].paper.url,
+            )
+            for m in sorted(used)
+        ]
+        sources_text = {
+            i: f"{item.paper.title}. {item.paper.abstract}" for i, item in enumerate(shown, 1)
+        }
+        answer.sentences = check_support(
+            split_answer(text),
+            sources_text,
+            threshold=self.settings.support_threshold,
+            embedder=self.index.embedder,
+        )
+        claims = [v for v in answer.sentences if v.claim]
+        answer.claims = len(claims)
+        answer.supported = sum(v.supported for v in claims)
+        return answer
+
+    # --- all of it --------------------------------------------------------------------------
+    def run(
+        self,
+        question: str,
+        *,
+        standalone_question: str | None = None,
+        k: int | None = None,
+        mode: Mode | None = None,
+        filters: Filters | None = None,
+        on_delta: Callable[[str], None] | None = None,
+        on_sources: Callable[[dict[int, str]], None] | None = None,
+    ) -> Answer:
+        timings: dict[str, float] = {}
+        t_all = t = time.perf_counter()
+        answer = Answer(
+            question=question,
+            text="",
+            mode="llm" if self.backend else "extractive",
+            model=self.model,
+            settings_fingerprint=self.settings.fingerprint(),
+            standalone_question=standalone_question,
+        )
+
+        def lap(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timings[name] = now - t
+            t = now
+
+        retrieved = self.retrieve(standalone_question or question, k=k, mode=mode, filters=filters)
+        answer.sources = [source_of(r) for r in retrieved.results]
+        lap("retrieve")
+        if why := self.gate(retrieved):
+            return _abstain(answer, why, on_delta, timings, t_all)
+
+        context = self.context(retrieved)
+        for marker, item in enumerate(context.shown, start=1):
+            answer.sources[item.rank - 1].marker = marker
+        if on_sources is not None:
+            on_sources(context.markers())
+        lap("context")
+
+        generated = self.generate(retrieved, context, on_delta=on_delta)
+        answer.usage = generated.usage
+        lap("generate")
+        if generated.abstain_reason:
+            # The extractive gate has not written anything yet; a model's own phrase has.
+            streamed = self.backend is not None
+            return _abstain(
+                answer, generated.abstain_reason, None if streamed else on_delta, timings, t_all
+            )
+
+        self.check(answer, generated, context)
+        lap("check")
+        timings["total"] = time.perf_counter() - t_all
+        answer.timings = _round(timings)
+        return answer
+
+
+def _abstain(
+    answer: Answer,
+    why: str,
+    on_delta: Callable[[str], None] | None,
+    timings: dict[str, float],
+    t_all: float,
+) -> Answer:
+    answer.text = ABSTAIN_PHRASE
+    answer.abstained = True
+    answer.abstain_reason = why
+    if on_delta:
+        on_delta(ABSTAIN_PHRASE)
+    timings["total"] = time.perf_counter() - t_all
+    answer.timings = _round(timings)
+    return answer
+
+
+def count_usage(
+    settings: Settings, model: str, messages: list[dict[str, str]], completion: Completion
+) -> Usage:
+    """Tokens (from the API, else counted with tiktoken) and cost per settings.prices."""
+    if completion.prompt_tokens is not None and completion.completion_tokens is not None:
+        prompt, out, by = completion.prompt_tokens, completion.completion_tokens, "api"
+    else:
+        prompt = sum(
+            count_tokens(m["content"], settings.tokenizer) + TOKENS_PER_MESSAGE for m in messages
+        )
+        out, by = count_tokens(completion.text, settings.tokenizer), "tiktoken"
+    price_in, price_out = settings.prices.get(model, (0.0, 0.0))
+    cost = (prompt * price_in + out * price_out) / 1_000_000
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=out,
+        total_tokens=prompt + out,
+        cost_usd=round(cost, 6),
+        counted_by=by,  # type: ignore[arg-type]
+    )
+
+
+def source_of(r: ScoredPaper) -> Source:
+    return Source(
+        paper_id=r.paper.id,
+        title=r.paper.title,
+        year=r.paper.year,
+        url=r.paper.url,
+        authors=r.paper.authors,
+        rank=r.rank,
+        score=round(r.score, 6),
+        dense=None if r.dense is None else round(r.dense, 6),
+        bm25=None if r.bm25 is None else round(r.bm25, 6),
+    )
+
+
+def _round(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}

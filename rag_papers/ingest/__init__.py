@@ -1,0 +1,3 @@
+"""Ingest: read paper files (loaders) and cut papers into chunks."""
+
+__all__: list[str] = []
