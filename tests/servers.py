@@ -16,6 +16,7 @@ import http.client
 import importlib.util
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
@@ -253,6 +254,7 @@ class Reply:
     usage: bool = True  # report token usage (in the last SSE chunk when streaming)
     headers: dict[str, str] = field(default_factory=dict)
     piece: int = 3  # characters per SSE delta: markers get split across deltas
+    pause: float = 0.0  # seconds between SSE deltas: a slow model, for cancellation tests
 
 
 USAGE = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
@@ -265,6 +267,8 @@ class CannedServer:
         self.script: list[Reply] = []
         self.default = Reply(text="")
         self.requests: list[dict[str, Any]] = []
+        # (deltas sent, deltas planned) as each streamed reply ends: fewer means a hang-up.
+        self.stream_ends: queue.Queue[tuple[int, int]] = queue.Queue()
         self._lock = threading.Lock()
         server = self
 
@@ -296,8 +300,7 @@ class CannedServer:
         self._httpd.server_close()
         self._thread.join(timeout=10)
 
-    @staticmethod
-    def _respond(h: BaseHTTPRequestHandler, body: dict[str, Any], r: Reply) -> None:
+    def _respond(self, h: BaseHTTPRequestHandler, body: dict[str, Any], r: Reply) -> None:
         if r.delay:
             time.sleep(r.delay)
         if r.status != 200:
@@ -353,9 +356,15 @@ class CannedServer:
             h.wfile.flush()
 
         event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        for i in range(0, len(r.text), r.piece):
-            piece = r.text[i : i + r.piece]
-            event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        pieces = [r.text[i : i + r.piece] for i in range(0, len(r.text), r.piece)]
+        sent = 0
+        try:
+            for piece in pieces:
+                time.sleep(r.pause)
+                event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                sent += 1
+        finally:  # also when the client hung up (BrokenPipeError)
+            self.stream_ends.put((sent, len(pieces)))
         event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if r.usage and (body.get("stream_options") or {}).get("include_usage"):
             event([], usage=USAGE)
