@@ -8,9 +8,10 @@ import sys
 from rag_papers import PaperQA, load_settings
 
 index_dir = sys.argv[1] if len(sys.argv) > 1 else None
-qa = PaperQA(load_settings(index_dir=index_dir), notify=print)  # ingests the sample if empty
+# notify: the first run ingests the sample corpus into an empty index, and says so.
+with PaperQA(load_settings(index_dir=index_dir), notify=print) as qa:
+    answer = qa.ask("What does Self-RAG add to retrieval-augmented generation?")
 
-answer = qa.ask("What does Self-RAG add to retrieval-augmented generation?")
 print(answer.text)
 for citation in answer.citations:
     print(f"[{citation.marker}] {citation.title} ({citation.paper_id})")

@@ -14,12 +14,25 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, SentenceVerdict, Usage
+from rag_papers import (
+    ABSTAIN_PHRASE,
+    EXTRACTIVE_LABEL,
+    LLM_SPEC_HELP,
+    Answer,
+    Citation,
+    Paper,
+    PaperQA,
+    ScoredPaper,
+    SentenceVerdict,
+    Settings,
+    Usage,
+)
 from rag_papers.cli import app as cli_module
 from rag_papers.cli.app import app
-from rag_papers.core.settings import Settings
-from rag_papers.store.catalog import Catalog
-from rag_papers.terminal.render import EXTRACTIVE_LABEL, render_answer, safe_text
+from rag_papers.cli.config import mask_url
+from rag_papers.cli.options import parse_modes
+from rag_papers.cli.state import CLIError, is_user_error
+from rag_papers.terminal.render import render_answer, render_papers, render_search, safe_text
 
 SELF_RAG_Q = "What does Self-RAG add to retrieval-augmented generation?"
 OFF_TOPIC_Q = "How do I bake sourdough bread at high altitude?"
@@ -31,6 +44,9 @@ HEAVY = (
     "rag_papers.engine.qa",
     "rag_papers.store.index",
 )
+# What reading the paper list must not load: the vector store and the embedding model.
+# (The engine itself is the door, so its modules may load.)
+STORE_AND_MODELS = ("chromadb", "llama_index", "onnxruntime")
 
 TINY = [
     {
@@ -81,14 +97,14 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def loaded_modules(code: str) -> list[str]:
-    """Run ``code`` (which calls rag_papers.cli.app.main) in a fresh interpreter; the heavy
-    modules it left imported."""
+def loaded_modules(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """Run ``code`` (which calls rag_papers.cli.app.main) in a fresh interpreter; the
+    ``heavy`` modules it left imported."""
     probe = (
         "import sys\n"
         "from rag_papers.cli.app import main\n"
         f"try:\n    {code}\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
-        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+        f"print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
@@ -253,7 +269,7 @@ def test_papers_list_show_and_stats(sample_settings: Settings) -> None:
 def test_papers_list_reads_the_catalog_without_chroma(sample_settings: Settings) -> None:
     idx = sample_settings.resolved_index_dir
     code = f"main(['--index-dir', {str(idx)!r}, 'papers', 'list', '--json'])"
-    assert loaded_modules(code) == []
+    assert loaded_modules(code, STORE_AND_MODELS) == []
 
 
 # --- search / ask -----------------------------------------------------------------------------
@@ -266,18 +282,16 @@ def test_search_json(sample_settings: Settings) -> None:
     rows = json.loads(proc.stdout)
     assert len(rows) == 3 and [r["rank"] for r in rows] == [1, 2, 3]
     assert "Self-RAG" in rows[0]["title"]
-    assert rows[0]["sentence"] and rows[0]["sentence"] in _abstract(idx, rows[0]["id"])
+    assert rows[0]["sentence"] and rows[0]["sentence"] in _abstract(sample_settings, rows[0]["id"])
+    assert 0 < rows[0]["sentence_score"] <= 1
 
     code, text, _ = invoke("--index-dir", idx, "search", "self-reflection tokens", "-k", "2")
     assert code == 0 and rows[0]["id"] in text and "1." in text
 
 
-def _abstract(idx: Path, pid: str) -> str:
-    catalog = Catalog(idx / "sidecar" / "papers" / "catalog.sqlite")
-    try:
-        paper = catalog.get(pid)
-    finally:
-        catalog.close()
+def _abstract(settings: Settings, pid: str) -> str:
+    with PaperQA(settings) as qa:
+        paper = qa.paper(pid)
     assert paper is not None
     return paper.abstract
 
@@ -312,7 +326,9 @@ def test_bad_llm_spec_exits_2(sample_settings: Settings) -> None:
     idx = sample_settings.resolved_index_dir
     proc = run_cli("--index-dir", idx, "ask", SELF_RAG_Q, "--llm", "telepathy:v2")
     assert proc.returncode == 2
-    assert "unknown llm 'telepathy:v2'" in proc.stderr and "Traceback" not in proc.stderr
+    # One line naming the spec and the grammar (rag_papers.LLM_SPEC_HELP), no traceback.
+    assert f"llm 'telepathy:v2': expected {LLM_SPEC_HELP}" in proc.stderr
+    assert "Traceback" not in proc.stderr
     no_key = run_cli("--index-dir", idx, "ask", SELF_RAG_Q, "--llm", "openai:gpt-4o-mini")
     assert no_key.returncode == 2 and "API key" in no_key.stderr
 
@@ -412,3 +428,45 @@ def test_render_marks_unsupported_sentences_and_removed_markers() -> None:
 
 def test_safe_text_strips_terminal_escapes() -> None:
     assert safe_text("red \x1b[31mtext\x07 ok\n") == "red [31mtext ok\n"
+
+
+def test_render_search_shows_each_papers_best_sentence() -> None:
+    paper = Paper(id="2401.1", title="Self-RAG [v2]", abstract="One. Two.", year=2023)
+    hit = ScoredPaper(paper, 0.8123, rank=1, best_sentence="Two.", best_sentence_score=0.7)
+    plain = ScoredPaper(Paper(id="2401.2", title="Other", abstract="Three."), 0.5, rank=2)
+    buf = io.StringIO()
+    render_search(Console(file=buf, width=200, color_system=None), [hit, plain])
+    out = buf.getvalue()
+    assert "1. 0.812  2023  Self-RAG [v2]" in out and "“Two.”" in out
+    assert "2. 0.500  ----  Other" in out and out.count("“") == 1
+
+
+def test_render_papers_abbreviates_authors() -> None:
+    paper = Paper(id="p1", title="T", abstract="A.", authors=["A", "B", "C", "D"], year=2024)
+    buf = io.StringIO()
+    render_papers(Console(file=buf, width=200, color_system=None), [paper], total=9, offset=2)
+    out = buf.getvalue()
+    assert "3. T (2024)" in out and "A, B, C et al." in out and "showing 3–3 of 9" in out
+
+
+def test_user_errors_are_recognised_by_name_and_package() -> None:
+    from rag_papers import LLMError, SettingsError
+
+    assert is_user_error(SettingsError("x")) and is_user_error(LLMError("x"))
+    assert is_user_error(CLIError("x"))
+    assert not is_user_error(ValueError("x"))
+
+    class SettingsErrorElsewhere(Exception):  # same name, not ours: a bug, not a usage error
+        pass
+
+    SettingsErrorElsewhere.__name__ = "SettingsError"
+    assert not is_user_error(SettingsErrorElsewhere())
+
+
+def test_mask_url_and_modes() -> None:
+    assert mask_url("https://me:secret@chroma:8000") == "https://me:****@chroma:8000"
+    assert mask_url("http://chroma:8000") == "http://chroma:8000" and mask_url(3) == 3
+    assert parse_modes(None) == ["dense", "bm25", "hybrid"]
+    assert parse_modes(["bm25", "dense", "bm25"]) == ["bm25", "dense"]
+    code, _, err = invoke("eval", "beir", "nowhere", "--mode", "sparse")
+    assert code == 2 and "sparse: choose from dense, bm25, hybrid" in err

@@ -18,13 +18,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rag_papers.answering.contract import answer_label
+from rag_papers import answer_label, format_authors
 
 if TYPE_CHECKING:
-    from rag_papers.answering.contract import Answer, Source
-    from rag_papers.core.papers import Paper
-    from rag_papers.retrieval.retriever import ScoredPaper
-    from rag_papers.store.index import IngestReport
+    from rag_papers import Answer, IngestReport, Paper, ScoredPaper, Source
 
 __all__ = [
     "format_bytes",
@@ -210,38 +207,25 @@ def render_answer(console: Console, answer: Answer, *, streamed: bool = False) -
 
 
 # --- search ----------------------------------------------------------------------------------
-def render_search(
-    console: Console,
-    results: Sequence[ScoredPaper],
-    sentences: Sequence[Sequence[tuple[str, float]]],
-) -> None:
-    """Rank, score, year and title of each paper, its id, and its best-matching sentence.
-
-    ``sentences[i]`` holds (sentence, similarity) pairs for ``results[i]``, best first, as
-    ``retrieval.best_sentences`` returns them.
-    """
+def render_search(console: Console, results: Sequence[ScoredPaper]) -> None:
+    """Rank, score, year and title of each paper, its id, and its best-matching sentence
+    (``ScoredPaper.best_sentence``, filled by ``PaperQA.search(..., sentences=True)``)."""
     if not results:
         console.print(Text("No papers matched.", style="yellow"))
         return
     rows = []
-    for r, best in zip(results, sentences, strict=True):
+    for r in results:
         cell = Text(f"{r.score:.3f}", style="cyan")
         cell.append(f"  {r.paper.year or '----'}  ")
         cell.append(safe_text(r.paper.title), style="bold")
         cell.append(f"\n{r.paper.id}", style="dim")
-        if best:
-            cell.append(f"\n“{safe_text(best[0][0])}”", style="italic")
+        if r.best_sentence:
+            cell.append(f"\n“{safe_text(r.best_sentence)}”", style="italic")
         rows.append((Text(f"{r.rank}.", style="bold"), cell))
     _grid(console, rows)
 
 
 # --- papers ----------------------------------------------------------------------------------
-def _authors(authors: Sequence[str], limit: int = 3) -> str:
-    if len(authors) <= limit:
-        return ", ".join(authors)
-    return ", ".join(authors[:limit]) + " et al."
-
-
 def render_papers(console: Console, papers: Sequence[Paper], *, total: int, offset: int) -> None:
     """Numbered papers (title, year, id, authors) and a 'showing a–b of n' line."""
     if not papers:
@@ -251,7 +235,7 @@ def render_papers(console: Console, papers: Sequence[Paper], *, total: int, offs
     for i, p in enumerate(papers, start=offset + 1):
         cell = _paper_cell(p.title, p.year, p.id, None)
         if p.authors:
-            cell.append(f"  {_authors(p.authors)}")
+            cell.append(f"  {format_authors(p.authors)}")
         rows.append((Text(f"{i}.", style="bold"), cell))
     _grid(console, rows)
     console.print(
@@ -293,7 +277,7 @@ def format_bytes(n: int) -> str:
 
 
 def render_stats(console: Console, stats: Mapping[str, Any]) -> None:
-    """PaperIndex.stats() as a two-column table (sizes human-readable)."""
+    """PaperQA.stats() as a two-column table (sizes human-readable)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
