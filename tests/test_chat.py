@@ -3,16 +3,22 @@ and the REPL driven through a real pseudo-terminal (pexpect)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import socket
 import sys
+import threading
+import time
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any, cast
 
 import pexpect
 import pytest
 
+from rag_papers import LLM_SPEC_HELP
 from rag_papers.answering.contract import Answer, Citation, SentenceVerdict, Source
 from rag_papers.chat.repl import SLOW_STREAM_ENV
 from rag_papers.core.settings import Settings, load_settings
@@ -264,6 +270,113 @@ def test_chat_session_cancelled_answers_are_not_recorded(sample_qa: PaperQA) -> 
     assert len(chat.history) == 1
 
 
+# --- ChatSession.stream / astream: the one bridge, with cancellation ----------------------------
+class _GatedQA:
+    """A stand-in engine: writes "A did x [2]." (its [2] is paper "a"), waits for ``go``,
+    then writes the rest, so a test can stop the stream while its answer is unrecorded."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.log: list[str] = []
+
+    def condense(self, question: str, history: Any, llm: str | None = None) -> str:
+        return f"{question} (standalone)" if history else question
+
+    def ask(
+        self, question: str, *, on_delta: Any = None, on_sources: Any = None, **_: Any
+    ) -> Answer:
+        self.log.append(f"start {question}")
+        try:
+            if on_sources is not None:
+                on_sources({2: "a"})
+            if on_delta is not None:
+                on_delta("A did x [2].")
+                assert self.go.wait(10), "the test never released the answer"
+                on_delta(" Again [2].")
+            return _answer("A did x [2]. Again [2].", {2: "a"}, ["b", "a"])
+        finally:
+            self.log.append(f"end {question}")
+
+
+def _settle(chat: ChatSession) -> None:
+    """Wait until a stopped answer's worker has ended."""
+    deadline = time.monotonic() + 10
+    while chat.answering and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not chat.answering
+
+
+def test_chat_session_stream_yields_session_numbered_pieces_then_the_answer() -> None:
+    qa = _GatedQA()
+    qa.go.set()
+    chat = ChatSession(cast(PaperQA, qa))
+    standalone: list[str] = []
+    *pieces, answer = chat.stream("q1", on_standalone=standalone.append)
+    assert pieces == ["A did x [1].", " Again [1]."]  # the engine's [2] is the session's [1]
+    assert isinstance(answer, Answer) and answer.text == "A did x [1]. Again [1]."
+    assert chat.history[0].answer is answer and chat.history[0].stream_exact
+    assert standalone == ["q1"]
+    list(chat.stream("q2", on_standalone=standalone.append))
+    assert standalone == ["q1", "q2 (standalone)"] and len(chat.history) == 2
+
+
+def test_chat_session_stream_closed_early_records_nothing_and_the_next_waits() -> None:
+    qa = _GatedQA()
+    chat = ChatSession(cast(PaperQA, qa))
+    stream = chat.stream("q1")
+    assert next(stream) == "A did x [1]."
+    stream.close()  # type: ignore[attr-defined]  # the consumer stops: generation is cancelled
+    assert chat.answering  # its worker is still waiting to write its next piece
+    threading.Timer(0.3, qa.go.set).start()
+    *pieces, answer = chat.stream("q2")  # one answer at a time: waits for the stopped one
+    assert "".join(cast(list[str], pieces)) == cast(Answer, answer).text
+    assert qa.log == ["start q1", "end q1", "start q2", "end q2"]
+    assert [t.question for t in chat.history] == ["q2"]  # the stopped turn was not recorded
+    assert chat.history[0].standalone_question == "q2"  # condensed without the stopped turn
+
+    token = CancelToken()  # cancelled in the worker before any text: nothing is yielded
+    with pytest.raises(AnswerCancelled):
+        list(chat.stream("q3", cancel=token, on_standalone=lambda _: token.cancel()))
+    _settle(chat)
+    assert len(chat.history) == 1
+
+
+def test_chat_session_astream_records_or_cancels() -> None:
+    qa = _GatedQA()
+    chat = ChatSession(cast(PaperQA, qa))
+
+    async def first_piece_then_stop() -> str:
+        async with aclosing(chat.astream("q1")) as stream:  # type: ignore[type-var]
+            async for item in stream:
+                return cast(str, item)
+        raise AssertionError("nothing streamed")
+
+    assert asyncio.run(first_piece_then_stop()) == "A did x [1]."
+    qa.go.set()
+    _settle(chat)
+    assert chat.history == []
+
+    async def everything() -> list[str | Answer]:
+        return [item async for item in chat.astream("q2")]
+
+    *pieces, answer = asyncio.run(everything())
+    assert (
+        "".join(cast(list[str], pieces)) == cast(Answer, answer).text == chat.history[0].answer.text
+    )
+
+
+def test_chat_session_stream_over_the_sample_index(sample_qa: PaperQA) -> None:
+    chat = ChatSession(sample_qa, k=3)
+    *pieces, first = chat.stream(SELF_RAG_Q)
+    assert isinstance(first, Answer) and "".join(cast(list[str], pieces)) == first.text
+    searched: list[str] = []
+    *pieces, second = chat.stream(FOLLOW_UP, on_standalone=searched.append)
+    assert isinstance(second, Answer) and "".join(cast(list[str], pieces)) == second.text
+    assert "Self-RAG" in searched[0] and second.standalone_question == searched[0]
+    assert [t.question for t in chat.history] == [SELF_RAG_Q, FOLLOW_UP]
+    assert all(t.stream_exact for t in chat.history)
+
+
 # --- the REPL in a real pty ----------------------------------------------------------------------
 # "[1]", then spaces or styling escapes (NO_COLOR keeps bold), then the title.
 CITED_SELF_RAG = r"\[1\](?:\x1b\[[0-9;]*m|\s)*" + re.escape(SELF_RAG_TITLE)
@@ -348,8 +461,8 @@ def test_repl_conversation(index_copy: Path, tmp_path: Path) -> None:
     child.sendline("/frobnicate")
     child.expect("Unknown command /frobnicate")
     child.expect("/help")
-    child.sendline("/llm bogus")
-    child.expect("error: unknown llm 'bogus'")
+    child.sendline("/llm bogus")  # the one llm spec grammar names what is expected
+    child.expect_exact(f"error: llm 'bogus': expected {LLM_SPEC_HELP}")
     child.expect("papers>")  # a fresh prompt: keys now go to prompt_toolkit, not the tty
 
     child.send("a half-typed question")

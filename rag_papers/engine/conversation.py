@@ -16,7 +16,14 @@ Streaming
     MarkerFilter subclass rewrites each marker as it closes, assigning provisional numbers
     that are committed when the answer is recorded. ``Turn.stream_exact`` still checks the
     streamed markers against the final citations, and the REPL reprints the renumbered text
-    should they ever differ.
+    should they ever differ. :meth:`ChatSession.stream` / :meth:`ChatSession.astream` run
+    :meth:`ChatSession.ask` through the one bridge (rag_papers.engine.streaming): a stream
+    that is closed early or whose CancelToken is cancelled stops at its next piece of text,
+    and its turn is not recorded (``CancelToken.commit`` decides, under one lock).
+
+One answer at a time
+    A session is one conversation, so its answers are serialised: an ask waits for the one
+    before it (a stopped answer may still be ending in its thread) and then sees its turn.
 
 The terminal REPL over a ChatSession is rag_papers.chat.repl.
 """
@@ -25,19 +32,20 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.citations import MarkerFilter, expand_markers, markers_in
-from rag_papers.answering.contract import CITATION_PATTERN, Answer
-from rag_papers.engine.streaming import AnswerCancelled, CancelToken
-from rag_papers.retrieval.retriever import Filters
+from rag_papers.answering.contract import CITATION_PATTERN, Answer, answer_label
+from rag_papers.core.papers import format_reference
+from rag_papers.engine.streaming import AnswerCancelled, CancelToken, aiter_stream, iter_stream
 
 if TYPE_CHECKING:
     from rag_papers.core.specs import Mode
     from rag_papers.engine.qa import PaperQA
+    from rag_papers.retrieval.retriever import Filters
 
 __all__ = [
     "ChatSession",
@@ -116,9 +124,6 @@ class _RenumberingFilter(MarkerFilter):
 
 
 # --- the session ------------------------------------------------------------------------------
-
-
-# --- the session ------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Turn:
     question: str
@@ -169,7 +174,13 @@ class ChatSession:
         self.filters = filters
         self.history: list[Turn] = []
         self._numbers: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # numbers and history
+        self._answering = threading.Lock()  # one answer at a time (see the module doc)
+
+    @property
+    def answering(self) -> bool:
+        """True while an answer is being written (a stopped one may still be ending)."""
+        return self._answering.locked()
 
     def condense(self, question: str, *, llm: str | None = None) -> str:
         """The standalone form of ``question`` given the turns so far."""
@@ -182,61 +193,91 @@ class ChatSession:
         question: str,
         *,
         standalone_question: str | None = None,
+        on_standalone: Callable[[str], None] | None = None,
         on_delta: Callable[[str], None] | None = None,
         cancel: CancelToken | None = None,
         **kwargs: Any,
     ) -> Answer:
         """Answer a follow-up; returns the session-numbered Answer and records the turn.
 
-        ``standalone_question``: skip condensing (the caller already did it). ``on_delta``
-        receives the text as it is written, markers already in session numbers. ``cancel``:
-        when cancelled, the next piece of text raises AnswerCancelled and nothing is recorded.
+        ``standalone_question``: skip condensing (the caller already did it).
+        ``on_standalone`` receives the standalone question before any text is written.
+        ``on_delta`` receives the text as it is written, markers already in session numbers.
+        ``cancel``: when cancelled, the next piece of text raises AnswerCancelled and nothing
+        is recorded. Other keyword arguments (k, mode, filters, llm) go to PaperQA.ask.
         """
-        opts: dict[str, Any] = {
-            "llm": self.llm,
-            "k": self.k,
-            "mode": self.mode,
-            "filters": self.filters,
-            **kwargs,
-        }
-        if cancel is not None:
-            cancel.check()
-        standalone = standalone_question or self.condense(question, llm=opts["llm"])
-        sink: Callable[[str], None] | None = None
-        streamed: list[str] = []
-        if on_delta is not None:
+        with self._answering:
+            opts: dict[str, Any] = {
+                "llm": self.llm,
+                "k": self.k,
+                "mode": self.mode,
+                "filters": self.filters,
+                **kwargs,
+            }
+            if cancel is not None:
+                cancel.check()  # stopped while waiting for the answer before it
+            standalone = standalone_question or self.condense(question, llm=opts["llm"])
+            if cancel is not None:
+                cancel.check()  # stopped while condensing: do not retrieve
+            if on_standalone is not None:
+                on_standalone(standalone)
+            sink: Callable[[str], None] | None = None
+            streamed: list[str] = []
+            if on_delta is not None:
+                with self._lock:
+                    provisional = dict(self._numbers)
+                # The engine reports marker -> paper before it writes any text (on_sources).
+                shown: dict[int, str] = {}
+                opts["on_sources"] = shown.update
+                flt = _RenumberingFilter(_numberer(shown.get, provisional))
+
+                def sink(delta: str) -> None:
+                    if cancel is not None:
+                        cancel.check()
+                    if text := flt.feed(delta):
+                        streamed.append(text)
+                        on_delta(text)
+
+            original = self.qa.ask(question, standalone_question=standalone, on_delta=sink, **opts)
+            if on_delta is not None and (rest := flt.flush()):
+                streamed.append(rest)
+                on_delta(rest)
             with self._lock:
-                provisional = dict(self._numbers)
-            # The engine reports marker -> paper before it writes any text (on_sources).
-            shown: dict[int, str] = {}
-            opts["on_sources"] = shown.update
-            flt = _RenumberingFilter(_numberer(shown.get, provisional))
-
-            def sink(delta: str) -> None:
-                if cancel is not None:
-                    cancel.check()
-                if text := flt.feed(delta):
-                    streamed.append(text)
-                    on_delta(text)
-
-        original = self.qa.ask(question, standalone_question=standalone, on_delta=sink, **opts)
-        if on_delta is not None and (rest := flt.flush()):
-            streamed.append(rest)
-            on_delta(rest)
-        with self._lock:
-            if cancel is not None and not cancel.commit():
-                raise AnswerCancelled
-            answer = renumber_answer(original, self._numbers)
-            self.history.append(
-                Turn(
-                    question=question,
-                    standalone_question=standalone,
-                    answer=answer,
-                    original=original,
-                    streamed="".join(streamed) if on_delta is not None else None,
+                if cancel is not None and not cancel.commit():
+                    raise AnswerCancelled
+                answer = renumber_answer(original, self._numbers)
+                self.history.append(
+                    Turn(
+                        question=question,
+                        standalone_question=standalone,
+                        answer=answer,
+                        original=original,
+                        streamed="".join(streamed) if on_delta is not None else None,
+                    )
                 )
-            )
-        return answer
+            return answer
+
+    def stream(
+        self, question: str, *, cancel: CancelToken | None = None, **kwargs: Any
+    ) -> Iterator[str | Answer]:
+        """Run :meth:`ask` in a worker thread; yield its text pieces (session numbers), then
+        the session-numbered Answer. Closing the iterator early, or ``cancel.cancel()``,
+        stops the answer at its next piece and the turn is not recorded. ``kwargs`` go to
+        :meth:`ask` (``on_standalone`` is called in the worker, before any piece)."""
+        token = cancel or CancelToken()  # ask commits the same token the bridge cancels
+        return iter_stream(
+            lambda write: self.ask(question, on_delta=write, cancel=token, **kwargs), cancel=token
+        )
+
+    def astream(
+        self, question: str, *, cancel: CancelToken | None = None, **kwargs: Any
+    ) -> AsyncIterator[str | Answer]:
+        """Async form of :meth:`stream`; a consumer that stops or is cancelled stops the
+        answer, and its turn is not recorded."""
+        token = cancel or CancelToken()
+        return aiter_stream(
+            lambda write: self.ask(question, on_delta=write, cancel=token, **kwargs), cancel=token
+        )
 
     @property
     def sources(self) -> list[SessionSource]:
@@ -299,20 +340,13 @@ class ChatSession:
 
 
 def _reference(s: SessionSource) -> str:
-    parts = [f"[{s.number}] {s.title}"]
-    if s.authors:
-        more = " et al." if len(s.authors) > 3 else ""
-        parts.append(", ".join(s.authors[:3]) + more)
-    if s.year:
-        parts.append(str(s.year))
-    text = ". ".join(parts) + "."
-    if s.url:
-        text += f" <{s.url}>"
-    return text + f" (id `{s.paper_id}`)"
+    """'[N] Title. A, B, C et al. 2024. <url> (id `x`)': the one reference form, numbered."""
+    reference = format_reference(
+        s.title, authors=s.authors, year=s.year, url=s.url, paper_id=s.paper_id
+    )
+    return f"[{s.number}] {reference}"
 
 
 def _verdict_line(a: Answer) -> str:
-    from rag_papers.answering.contract import answer_label
-
     label = answer_label(a)
     return f"{label[:1].upper()}{label[1:]}. Supported: {a.supported}/{a.claims} claim sentences."
