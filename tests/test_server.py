@@ -691,12 +691,6 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_answer(
     assert ending is not None and issubclass(ending, AnswerCancelled), ending
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="answering/llms.py OpenAIBackend._stream does not close the HTTP stream when "
-    "on_delta raises (AnswerCancelled): it stays open, held by a reference cycle, until the "
-    "next garbage collection. Fix: `with stream: return _collect(iter(stream), on_delta)`.",
-)
 def test_a_client_that_disconnects_mid_stream_closes_the_llm_stream(open_qa: PaperQA) -> None:
     """...and the LLM server sees its stream closed long before the reply's end."""
     _, end = _hang_up_mid_stream(open_qa, "/v1/chat/completions", wait_for_llm=True)

@@ -128,7 +128,10 @@ class OpenAIBackend:
             stream=True,
             stream_options={"include_usage": True},
         )
-        return _collect(iter(stream), on_delta)
+        # Closing the stream when the reader stops (a cancelled answer) hangs up on the
+        # server, so it stops generating for nobody.
+        with stream:
+            return _collect(iter(stream), on_delta)
 
 
 def _collect(chunks: Iterator[Any], on_delta: Callable[[str], None]) -> Completion:

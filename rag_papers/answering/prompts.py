@@ -40,7 +40,7 @@ def _builtin_dir() -> Path:
     packaged = resources.files("rag_papers").joinpath("_prompts")
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "prompts"  # source checkout
+    return Path(__file__).resolve().parents[2] / "prompts"  # source checkout
 
 
 def load_prompt(name: str, override: Path | None = None) -> Prompt:
