@@ -18,8 +18,18 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rag_papers.answering.contract import Answer, Citation, Source, Usage
-from rag_papers.evaluation.compare import check_thresholds, compare, parse_thresholds
+from rag_papers import Answer, Citation, Source, Usage
+from rag_papers.evaluation.answer_metrics import (
+    AbstentionPrecision,
+    AbstentionRecall,
+    CitationPrecision,
+    CitationRecall,
+    CitationValidity,
+    FactRecall,
+    SupportRate,
+)
+from rag_papers.evaluation.compare import check_thresholds, compare_runs, parse_thresholds
+from rag_papers.evaluation.cost_metrics import CostTotal, LatencyP50, LatencyP95
 from rag_papers.evaluation.datasets import (
     Dataset,
     DatasetError,
@@ -27,27 +37,12 @@ from rag_papers.evaluation.datasets import (
     resolve_gold,
     scifact_to_dataset,
 )
-from rag_papers.evaluation.metrics import (
-    AbstentionPrecision,
-    AbstentionRecall,
-    CitationPrecision,
-    CitationRecall,
-    CitationValidity,
-    CostTotal,
-    EvalRow,
-    FactRecall,
-    LatencyP50,
-    LatencyP95,
-    MRRAtK,
-    NDCGAtK,
-    RecallAtK,
-    SupportRate,
-    evaluate_rows,
-    fact_in,
-    parse_correctness,
-    parse_faithfulness,
-)
+from rag_papers.evaluation.facts import fact_in
+from rag_papers.evaluation.judge import parse_correctness, parse_faithfulness
+from rag_papers.evaluation.metrics import evaluate_rows, format_metric, metric_direction
 from rag_papers.evaluation.reports import diagnose
+from rag_papers.evaluation.retrieval_metrics import MRRAtK, NDCGAtK, RecallAtK
+from rag_papers.evaluation.rows import EvalRow
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "eval" / "datasets" / "sample.jsonl"
@@ -264,6 +259,15 @@ def test_diagnose_names_what_went_wrong() -> None:
     assert diagnose(_row("h", error="LLMError: boom", answer=None)) == ["error: LLMError: boom"]
 
 
+def test_metric_direction_and_format() -> None:
+    assert metric_direction("ndcg@10") == "↑" and metric_direction("recall@100") == "↑"
+    assert metric_direction("latency_p95_s") == "↓" and metric_direction("bogus") == ""
+    assert format_metric(None, "recall@5") == "n/a"
+    assert format_metric(0.12345, "recall@5") == "0.123"
+    assert format_metric(0.012345, "cost_usd_total") == "0.0123"
+    assert format_metric(1.23456, "latency_p50_s") == "1.235"
+
+
 # --- judge output parsing -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("reply", "expected"),
@@ -366,18 +370,35 @@ def test_dataset_missing_and_empty(tmp_path: Path) -> None:
         load_dataset(_write(tmp_path / "empty.jsonl", [""]))
 
 
-def test_resolve_gold_by_normalised_title_and_ids(tmp_path: Path) -> None:
-    from rag_papers.core.papers import Paper
-    from rag_papers.evaluation.datasets import EvalQuestion
-    from rag_papers.store.catalog import Catalog
+class _Index:
+    """PaperQA's two lookups resolve_gold uses, over a list of papers."""
 
-    catalog = Catalog(tmp_path / "catalog.sqlite")
-    papers = [
-        Paper(id="p1", title="HACK: Learning a Parametric Head-and-Neck Model", abstract="x"),
-        Paper(id="p2", title="Twin", abstract="x"),
-        Paper(id="p3", title="twin!", abstract="x"),
-    ]
-    catalog.upsert((p, 1) for p in papers)
+    def __init__(self, papers: list[Any]) -> None:
+        self._papers = {p.id: p for p in papers}
+
+    def papers(self, ids: Any) -> dict[str, Any]:
+        return {i: self._papers[i] for i in ids if i in self._papers}
+
+    def list_papers(self, *, limit: int | None = None, offset: int = 0) -> Any:
+        from rag_papers import PaperPage
+
+        every = list(self._papers.values())
+        end = None if limit is None else offset + limit
+        return PaperPage(len(every), offset, every[offset:end])
+
+
+def test_resolve_gold_by_normalised_title_and_ids() -> None:
+    from rag_papers import Paper
+    from rag_papers.evaluation.datasets import EvalQuestion
+
+    # Inserted out of id order: several papers with one title come back in id order.
+    index = _Index(
+        [
+            Paper(id="p1", title="HACK: Learning a Parametric Head-and-Neck Model", abstract="x"),
+            Paper(id="p3", title="twin!", abstract="x"),
+            Paper(id="p2", title="Twin", abstract="x"),
+        ]
+    )
     common = {"facts": [], "reference": "", "named": False}
     questions = [
         EvalQuestion(
@@ -405,12 +426,11 @@ def test_resolve_gold_by_normalised_title_and_ids(tmp_path: Path) -> None:
         EvalQuestion(id="d", question="?", type="single", **common, gold_titles=["TWIN"]),
         EvalQuestion(id="e", question="?", type="unanswerable", **common),
     ]
-    gold = resolve_gold(questions, catalog)
+    gold = resolve_gold(questions, index)
     assert gold.ids == {"a": ["p1"], "b": ["p1"], "c": ["p2", "zz"], "d": ["p2", "p3"], "e": []}
     assert gold.unresolved == {"b": ["Nowhere"], "c": ["zz"]}
     assert gold.ambiguous == {"d": ["TWIN"]}
     assert len(gold.warnings()) == 3
-    catalog.close()
 
 
 def test_sample_dataset_loads() -> None:
@@ -465,8 +485,7 @@ def _subset() -> Dataset:
 @pytest.fixture(scope="module")
 def eval_qa(_sample_index_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private copy of the sample index for this module's runs (one ingest per session)."""
-    from rag_papers.core.settings import load_settings
-    from rag_papers.engine.qa import PaperQA
+    from rag_papers import PaperQA, load_settings
 
     dest = tmp_path_factory.mktemp("eval-index") / "index"
     shutil.copytree(_sample_index_master, dest)
@@ -593,7 +612,7 @@ def test_compare_flags_regressions_direction_aware(
     run_b.mkdir()
     (run_b / "summary.json").write_text(json.dumps(summary))
 
-    result = compare(run_a, run_b)
+    result = compare_runs(run_a, run_b)
     by_key = {d.key: d for d in result.deltas}
     assert {d.key for d in result.regressions} == {"ndcg@10", "latency_p50_s"}
     assert by_key["latency_p95_s"].improvement and not by_key["latency_p95_s"].regression
@@ -661,9 +680,8 @@ def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_beir_cli_and_fusion_reproduces_hybrid(tiny_beir: Path, tmp_path: Path) -> None:
+    from rag_papers import PaperQA, load_settings
     from rag_papers.cli.eval import app
-    from rag_papers.core.settings import load_settings
-    from rag_papers.engine.qa import PaperQA
     from rag_papers.evaluation.beir import (
         beir_runs,
         beir_settings,
@@ -721,8 +739,8 @@ def test_beir_cli_and_fusion_reproduces_hybrid(tiny_beir: Path, tmp_path: Path) 
 
 
 def test_dedicated_index_dirs(shared_dir: Path, tmp_path: Path) -> None:
-    from rag_papers.core.settings import load_settings
-    from rag_papers.evaluation.runner import dedicated_index_dir, default_out_dir
+    from rag_papers import load_settings
+    from rag_papers.evaluation.paths import dedicated_index_dir, default_out_dir
 
     s = load_settings(data_dir=tmp_path)
     beir = shared_dir / "datasets" / "scifact" / "beir"
@@ -748,17 +766,14 @@ def test_judge_with_real_llama_server(eval_qa: Any, tmp_path: Path) -> None:
     _needs_llama()
     from servers import llama_server
 
-    from rag_papers.answering.llms import make_backend
-    from rag_papers.core.settings import load_settings
-    from rag_papers.engine.qa import PaperQA
-    from rag_papers.evaluation.metrics import LLMJudge
+    from rag_papers import load_settings
+    from rag_papers.evaluation.judge import make_judge
     from rag_papers.evaluation.runner import load_results, run_eval
 
-    # One source per answer keeps the judge's prompts short for a CPU-bound tiny model.
-    qa = PaperQA(eval_qa.settings.model_copy(update={"top_k": 1}), index=eval_qa.index)
+    # One source per answer (-k 1) keeps the judge's prompts short for a tiny CPU model.
     data = _subset().head(2)
     out = tmp_path / "run"
-    run_eval(qa, data, out_dir=out)
+    run_eval(eval_qa, data, out_dir=out, k=1)
     row = _row(
         "j",
         gold_ids=["a"],
@@ -767,12 +782,10 @@ def test_judge_with_real_llama_server(eval_qa: Any, tmp_path: Path) -> None:
     )
     with llama_server() as url:
         settings = load_settings(openai_base_url=url, max_tokens=160, data_dir=tmp_path)
-        backend = make_backend(settings, "openai:smollm2")
-        scores = LLMJudge(backend).judge(
-            row, ["France. Paris is the capital and largest city of France."]
-        )
+        judge = make_judge(settings, "openai:smollm2")
+        scores = judge.judge(row, ["France. Paris is the capital and largest city of France."])
         # A finished run judged afterwards: answers are reused, only the judge is asked.
-        summary = run_eval(qa, data.head(1), out_dir=out, judge=backend)
+        summary = run_eval(eval_qa, data.head(1), out_dir=out, k=1, judge=judge)
     assert scores.error is None
     assert scores.model == "smollm2"
     assert scores.faithfulness_raw.strip() and scores.correctness_raw.strip()
@@ -794,8 +807,45 @@ def test_judge_with_real_llama_server(eval_qa: Any, tmp_path: Path) -> None:
     assert judged[0].judge is not None and judged[0].judge.faithfulness_raw.strip()
 
 
+def test_make_judge_refuses_extractive_and_bad_specs() -> None:
+    from rag_papers import load_settings
+    from rag_papers.evaluation import make_judge
+
+    for spec in ("extractive", "nonsense"):
+        with pytest.raises(ValueError):
+            make_judge(load_settings(), spec)
+
+
+def test_evaluate_runs_with_one_metric() -> None:
+    from rag_papers.evaluation.beir import evaluate_runs
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    runs = {"m": {"q1": {"x": 9.0, "a": 1.0}, "q2": {}}}  # order counts, not the scores
+    assert evaluate_runs(qrels, runs, ["mrr@10"]) == {"m": {"mrr@10": 0.25}}
+    assert evaluate_runs(qrels, {"m": {}}, ["mrr@10", "ndcg@10"]) == {
+        "m": {"mrr@10": 0.0, "ndcg@10": 0.0}
+    }
+
+
 def test_public_names_are_exported() -> None:
-    for name in ("datasets", "metrics", "runner", "reports", "compare", "beir", "cli"):
+    for name in (
+        "rows",
+        "facts",
+        "base",
+        "retrieval_metrics",
+        "answer_metrics",
+        "cost_metrics",
+        "metrics",
+        "ranx_adapter",
+        "judge",
+        "datasets",
+        "paths",
+        "summary",
+        "runner",
+        "reports",
+        "compare",
+        "beir",
+    ):
         module = importlib.import_module(f"rag_papers.evaluation.{name}")
         public = {
             n
@@ -808,3 +858,20 @@ def test_public_names_are_exported() -> None:
         assert all(hasattr(module, n) for n in module.__all__)
     package = importlib.import_module("rag_papers.evaluation")
     assert all(getattr(package, n) is not None for n in package.__all__)
+    assert set(package._WHERE) == set(package.__all__)
+
+
+def test_evaluation_imports_no_terminal_library() -> None:
+    """`rag-papers eval` renders with rich; the harness itself returns plain data."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rag_papers.evaluation as e\n"
+        "[getattr(e, n) for n in e.__all__]\n"
+        "print(sorted(m for m in ('rich', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

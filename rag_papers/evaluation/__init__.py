@@ -1,7 +1,12 @@
 """Evaluation harness: datasets, metrics, runner, reports, run comparison and BEIR benchmarks.
 
-Names are imported on first use (PEP 562), so `rag-papers eval --help`, which imports the
-``cli`` submodule, loads none of the engine, numpy, ranx or matplotlib.
+Front ends import from here only. Names are imported on first use (PEP 562), so
+`rag-papers eval --help` loads none of the engine, numpy, ranx or matplotlib.
+
+Modules: rows (typed results rows), facts (fact matching), base / retrieval_metrics /
+answer_metrics / cost_metrics (one small class per metric), metrics (the default set,
+key lookup, aggregation), ranx_adapter, judge (LLM judge), datasets, paths, summary
+(RunSummary), runner, reports, compare, beir.
 """
 
 from __future__ import annotations
@@ -10,6 +15,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rag_papers.evaluation.base import Metric
+    from rag_papers.evaluation.beir import (
+        BEIR_METRICS,
+        BeirData,
+        BeirError,
+        BeirResult,
+        TuneResult,
+        beir_runs,
+        beir_settings,
+        evaluate_runs,
+        fuse_runs,
+        ingest_beir,
+        load_beir,
+        run_beir,
+        tune_fusion,
+        write_beir_report,
+    )
+    from rag_papers.evaluation.compare import (
+        Comparison,
+        MetricDelta,
+        Threshold,
+        check_thresholds,
+        compare_runs,
+        parse_thresholds,
+    )
     from rag_papers.evaluation.datasets import (
         Dataset,
         DatasetError,
@@ -19,33 +49,101 @@ if TYPE_CHECKING:
         scifact_to_dataset,
         write_dataset,
     )
+    from rag_papers.evaluation.judge import LLMJudge, make_judge
     from rag_papers.evaluation.metrics import (
-        EvalRow,
-        Metric,
         MetricsTable,
         default_metrics,
         evaluate_rows,
+        format_metric,
+        metric_direction,
+        metric_info,
     )
-    from rag_papers.evaluation.runner import RunSummary, run_eval
+    from rag_papers.evaluation.paths import dedicated_index_dir, default_out_dir
+    from rag_papers.evaluation.reports import write_reports
+    from rag_papers.evaluation.rows import EvalRow, JudgeScores
+    from rag_papers.evaluation.runner import load_results, run_eval
+    from rag_papers.evaluation.summary import RunSummary, read_summary
 
 __all__ = [
+    "BEIR_METRICS",
+    "BeirData",
+    "BeirError",
+    "BeirResult",
+    "Comparison",
     "Dataset",
     "DatasetError",
     "EvalQuestion",
     "EvalRow",
+    "JudgeScores",
+    "LLMJudge",
     "Metric",
+    "MetricDelta",
     "MetricsTable",
     "RunSummary",
+    "Threshold",
+    "TuneResult",
+    "beir_runs",
+    "beir_settings",
+    "check_thresholds",
+    "compare_runs",
+    "dedicated_index_dir",
     "default_metrics",
+    "default_out_dir",
     "evaluate_rows",
+    "evaluate_runs",
+    "format_metric",
+    "fuse_runs",
+    "ingest_beir",
+    "load_beir",
     "load_dataset",
+    "load_results",
+    "make_judge",
+    "metric_direction",
+    "metric_info",
+    "parse_thresholds",
+    "read_summary",
     "resolve_gold",
+    "run_beir",
     "run_eval",
     "scifact_to_dataset",
+    "tune_fusion",
+    "write_beir_report",
     "write_dataset",
+    "write_reports",
 ]
 
 _WHERE = {
+    "Metric": "base",
+    **dict.fromkeys(
+        (
+            "BEIR_METRICS",
+            "BeirData",
+            "BeirError",
+            "BeirResult",
+            "TuneResult",
+            "beir_runs",
+            "beir_settings",
+            "evaluate_runs",
+            "fuse_runs",
+            "ingest_beir",
+            "load_beir",
+            "run_beir",
+            "tune_fusion",
+            "write_beir_report",
+        ),
+        "beir",
+    ),
+    **dict.fromkeys(
+        (
+            "Comparison",
+            "MetricDelta",
+            "Threshold",
+            "check_thresholds",
+            "compare_runs",
+            "parse_thresholds",
+        ),
+        "compare",
+    ),
     **dict.fromkeys(
         (
             "Dataset",
@@ -58,14 +156,33 @@ _WHERE = {
         ),
         "datasets",
     ),
+    **dict.fromkeys(("LLMJudge", "make_judge"), "judge"),
     **dict.fromkeys(
-        ("EvalRow", "Metric", "MetricsTable", "default_metrics", "evaluate_rows"), "metrics"
+        (
+            "MetricsTable",
+            "default_metrics",
+            "evaluate_rows",
+            "format_metric",
+            "metric_direction",
+            "metric_info",
+        ),
+        "metrics",
     ),
-    **dict.fromkeys(("RunSummary", "run_eval"), "runner"),
+    **dict.fromkeys(("dedicated_index_dir", "default_out_dir"), "paths"),
+    "write_reports": "reports",
+    **dict.fromkeys(("EvalRow", "JudgeScores"), "rows"),
+    **dict.fromkeys(("load_results", "run_eval"), "runner"),
+    **dict.fromkeys(("RunSummary", "read_summary"), "summary"),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag_papers.evaluation.runner import _beir_name, dedicated_index_dir
+from rag_papers import MODES
+from rag_papers.evaluation.paths import beir_name, dedicated_index_dir
+from rag_papers.evaluation.ranx_adapter import ranx_means
 
 if TYPE_CHECKING:
-    from rag_papers.core.settings import Settings
-    from rag_papers.engine.qa import PaperQA
-    from rag_papers.store.index import IngestReport
+    from rag_papers import IngestReport, Mode, PaperQA, Settings
 
 __all__ = [
     "BEIR_METRICS",
-    "MODES",
     "PUBLISHED",
     "BeirData",
     "BeirError",
@@ -43,7 +42,6 @@ __all__ = [
     "write_beir_report",
 ]
 
-MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 BEIR_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
 
 # Published nDCG@10 on the test split (BEIR paper and model cards), for the report.
@@ -129,7 +127,7 @@ def load_beir(folder: Path | str, split: str = "test") -> BeirData:
     if not qrels:
         raise BeirError(f"{qrels_path}: no relevance judgements")
     return BeirData(
-        name=_beir_name(folder.resolve()),
+        name=beir_name(folder.resolve()),
         folder=folder,
         split=split,
         corpus=corpus,
@@ -155,7 +153,7 @@ def ingest_beir(
 def beir_runs(
     qa: PaperQA,
     queries: Mapping[str, str],
-    modes: Iterable[str],
+    modes: Iterable[Mode],
     k: int = 100,
     *,
     progress: BeirProgress | None = None,
@@ -170,23 +168,11 @@ def beir_runs(
         run: ScoreMap = {}
         total = len(queries)
         for i, (qid, text) in enumerate(queries.items(), start=1):
-            results = qa.search(text, k=k, mode=mode)  # type: ignore[arg-type]
+            results = qa.search(text, k=k, mode=mode)
             run[qid] = {r.paper.id: float(r.score) for r in results}
             if progress:
                 progress(mode, i, total)
         out[mode] = run
-    return out
-
-
-def _ranked(
-    run: Mapping[str, Mapping[str, float]], k: int | None = None
-) -> dict[str, dict[str, float]]:
-    # Rank-derived scores: ranx then sees exactly the engine's order, ties included.
-    out = {}
-    for qid, scores in run.items():
-        ids = list(scores)[:k] if k else list(scores)
-        if ids:
-            out[qid] = {pid: float(len(ids) - i) for i, pid in enumerate(ids)}
     return out
 
 
@@ -195,23 +181,14 @@ def evaluate_runs(
     runs: Mapping[str, Mapping[str, Mapping[str, float]]],
     metrics: Sequence[str] = BEIR_METRICS,
 ) -> dict[str, dict[str, float]]:
-    """mode -> metric -> mean over the qrels' queries (a query with no results scores 0)."""
-    import warnings
+    """mode -> metric -> mean over the qrels' queries (a query with no results scores 0).
 
-    from ranx import Qrels, Run, evaluate
-
-    q = Qrels({qid: dict(docs) for qid, docs in qrels.items()})
-    out: dict[str, dict[str, float]] = {}
-    for mode, run in runs.items():
-        ranked = _ranked({qid: run[qid] for qid in run if qid in qrels})
-        if not ranked:
-            out[mode] = dict.fromkeys(metrics, 0.0)
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = evaluate(q, Run(ranked), list(metrics), make_comparable=True)
-        out[mode] = {m: round(float(res[m]), 6) for m in metrics}  # type: ignore[index]
-    return out
+    Only each run's order counts (ranx sees rank-derived scores), as in the engine.
+    """
+    return {
+        mode: ranx_means(qrels, {qid: list(scores) for qid, scores in run.items()}, metrics)
+        for mode, run in runs.items()
+    }
 
 
 def fuse_runs(
@@ -224,6 +201,9 @@ def fuse_runs(
     k: int = 100,
 ) -> ScoreMap:
     """Per query, the engine's fuse() of the two branch maps, top k, engine tie order."""
+    # The one import below PaperQA (ignored by import-linter for this line only): tuning
+    # re-fuses cached branch runs offline with the engine's own fusion, so the grid scores
+    # are exactly what the engine would return, without re-querying per setting.
     from rag_papers.retrieval.retriever import fuse
 
     out: ScoreMap = {}
@@ -270,7 +250,7 @@ def _meta(qa: PaperQA) -> dict[str, Any]:
     from rag_papers import __version__
 
     s = qa.settings
-    stats = qa.index.stats()
+    stats = qa.stats()
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "package_version": __version__,
@@ -289,7 +269,7 @@ def run_beir(
     qa: PaperQA,
     data: BeirData,
     *,
-    modes: Sequence[str] = MODES,
+    modes: Sequence[Mode] = MODES,
     k: int = 100,
     progress: BeirProgress | None = None,
 ) -> BeirResult:

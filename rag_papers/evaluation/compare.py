@@ -1,31 +1,35 @@
-"""Compare two runs metric by metric, direction-aware; and check --fail-under thresholds."""
+"""Compare two runs metric by metric, direction-aware; and check --fail-under thresholds.
+
+Plain data only: the CLI renders a Comparison (and --json prints ``to_dict()``). The function
+is ``compare_runs``, not ``compare``: that name is this submodule's, an attribute of the
+package once imported.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rag_papers.evaluation.metrics import metric_info
-from rag_papers.evaluation.runner import read_summary
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from rag_papers.evaluation.summary import read_summary
 
 __all__ = [
     "Comparison",
     "MetricDelta",
     "Threshold",
     "check_thresholds",
-    "compare",
+    "compare_runs",
     "parse_thresholds",
-    "render_comparison",
 ]
 
 
 @dataclass(slots=True)
 class MetricDelta:
+    """One overall metric of run A and run B, and whether B is worse or better beyond the
+    tolerance (direction-aware: lower latency is better)."""
+
     key: str
     a: float | None
     b: float | None
@@ -51,6 +55,8 @@ class MetricDelta:
 
 @dataclass(slots=True)
 class Comparison:
+    """Every metric's delta B - A, plus notes on what differs between the runs' setups."""
+
     run_a: str
     run_b: str
     deltas: list[MetricDelta] = field(default_factory=list)
@@ -76,7 +82,7 @@ def _worse_by(d: MetricDelta) -> float:
     return (d.a - d.b) if d.higher_is_better else (d.b - d.a)
 
 
-def compare(
+def compare_runs(
     run_a: Path | str | Mapping[str, Any],
     run_b: Path | str | Mapping[str, Any],
     *,
@@ -120,39 +126,6 @@ def compare(
             d.improvement = -worse > limit
         out.deltas.append(d)
     return out
-
-
-def render_comparison(comparison: Comparison, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{comparison.run_a} → {comparison.run_b}")
-    table.add_column("metric")
-    table.add_column("A", justify="right")
-    table.add_column("B", justify="right")
-    table.add_column("Δ", justify="right")
-    table.add_column("")
-    for d in comparison.deltas:
-        arrow = "↑" if d.higher_is_better else "↓"
-        delta = "" if d.delta is None else f"{d.delta:+.3f}"
-        flag = (
-            "[bold red]regression[/]"
-            if d.regression
-            else "[green]better[/]"
-            if d.improvement
-            else ""
-        )
-        style = "red" if d.regression else "green" if d.improvement else None
-        table.add_row(
-            f"{d.key} {arrow}",
-            "n/a" if d.a is None else f"{d.a:.3f}",
-            "n/a" if d.b is None else f"{d.b:.3f}",
-            delta,
-            flag,
-            style=style,
-        )
-    console.print(table)
-    for note in comparison.notes:
-        console.print(f"[yellow]note:[/] {note}")
 
 
 # --- thresholds -------------------------------------------------------------------------------

@@ -13,15 +13,16 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rag_papers import QUESTION_TYPES
 from rag_papers.core.papers import normalise_title
-from rag_papers.core.specs import QUESTION_TYPES, QuestionType
+from rag_papers.core.specs import QuestionType  # not exported by rag_papers (yet)
 
 if TYPE_CHECKING:
-    from rag_papers.store.catalog import Catalog
+    from rag_papers import Paper
 
 __all__ = [
     "QUESTION_TYPES",
@@ -29,6 +30,7 @@ __all__ = [
     "DatasetError",
     "EvalQuestion",
     "GoldResolution",
+    "PaperSource",
     "QuestionType",
     "load_dataset",
     "resolve_gold",
@@ -164,6 +166,19 @@ def write_dataset(questions: Iterable[EvalQuestion], path: Path | str) -> int:
 
 
 # --- gold resolution ---------------------------------------------------------------------
+class _Page(Protocol):
+    @property
+    def papers(self) -> Sequence[Paper]: ...
+
+
+class PaperSource(Protocol):
+    """Where gold is looked up: PaperQA's ``papers`` and ``list_papers`` (or a stand-in)."""
+
+    def papers(self, ids: Sequence[str]) -> Mapping[str, Paper]: ...
+
+    def list_papers(self, *, limit: int | None = None, offset: int = 0) -> _Page: ...
+
+
 @dataclass(slots=True)
 class GoldResolution:
     """Gold paper ids per question id, and what could not be resolved."""
@@ -184,20 +199,22 @@ class GoldResolution:
         return out
 
 
-def resolve_gold(questions: Sequence[EvalQuestion], catalog: Catalog) -> GoldResolution:
-    """Map each question's gold to paper ids of the index.
+def resolve_gold(questions: Sequence[EvalQuestion], index: PaperSource) -> GoldResolution:
+    """Map each question's gold to paper ids of the index (a PaperQA).
 
     ``gold_ids`` are used as they are. When a record has no ``gold_ids``, its
     ``gold_titles`` are matched on the normalised title (case, accents, punctuation).
-    A title that matches several papers keeps all of them (and is reported).
+    A title that matches several papers keeps all of them, in id order (and is reported).
     """
     by_title: dict[str, list[str]] = {}
     need_titles = any(q.gold_titles and not q.gold_ids for q in questions)
     if need_titles:
-        for paper in catalog.iter_all():
+        for paper in index.list_papers().papers:
             by_title.setdefault(normalise_title(paper.title), []).append(paper.id)
-    wanted_ids = {pid for q in questions for pid in q.gold_ids}
-    present = set(catalog.get_many(wanted_ids)) if wanted_ids else set()
+        for same_title in by_title.values():
+            same_title.sort()
+    wanted_ids = sorted({pid for q in questions for pid in q.gold_ids})
+    present = set(index.papers(wanted_ids)) if wanted_ids else set()
     out = GoldResolution()
     for q in questions:
         ids: list[str] = []
@@ -222,7 +239,7 @@ def resolve_gold(questions: Sequence[EvalQuestion], catalog: Catalog) -> GoldRes
 # --- SciFact --------------------------------------------------------------------------------
 def _corpus_titles(corpus: Path) -> dict[str, str]:
     """BEIR corpus id -> title, read with the project's own BEIR loader."""
-    from rag_papers.ingest.loaders import LoaderError, load_papers
+    from rag_papers import LoaderError, load_papers
 
     try:
         result = load_papers(corpus, format="beir")

@@ -11,18 +11,14 @@ import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rag_papers.evaluation.metrics import (
-    CitationValidity,
-    EvalRow,
-    first_gold_rank,
-    metric_info,
-    missing_facts,
-)
-
-if TYPE_CHECKING:
-    from rag_papers.evaluation.runner import RunSummary
+from rag_papers.evaluation.answer_metrics import CitationValidity
+from rag_papers.evaluation.facts import missing_facts
+from rag_papers.evaluation.metrics import format_metric, metric_direction
+from rag_papers.evaluation.retrieval_metrics import first_gold_rank
+from rag_papers.evaluation.rows import EvalRow
+from rag_papers.evaluation.summary import RunSummary
 
 __all__ = ["diagnose", "failures", "plots", "render_html", "render_markdown", "write_reports"]
 
@@ -86,21 +82,7 @@ def failures(
     return out
 
 
-# --- formatting -------------------------------------------------------------------------------
-def _fmt(value: float | None, key: str = "") -> str:
-    if value is None:
-        return "n/a"
-    info = metric_info(key)
-    if info is not None and not info.is_ratio:
-        return f"{value:.4f}" if key.startswith("cost") else f"{value:.3f}"
-    return f"{value:.3f}"
-
-
-def _direction(key: str) -> str:
-    info = metric_info(key)
-    return "" if info is None else ("↑" if info.higher_is_better else "↓")
-
-
+# --- Markdown ---------------------------------------------------------------------------------
 def _header_facts(summary: RunSummary) -> list[tuple[str, str]]:
     prompts = ", ".join(f"{k} {v}" for k, v in summary.prompt_hashes.items())
     by_type = ", ".join(f"{k} {v}" for k, v in summary.n_by_type.items())
@@ -153,11 +135,10 @@ def render_markdown(summary: RunSummary, rows: Sequence[EvalRow]) -> str:
     lines.append("| metric | overall | n | " + " | ".join(types) + " |")
     lines.append("|---|---:|---:|" + "---:|" * len(types))
     for key, value in m.overall.items():
-        per = [_fmt(m.per_type.get(t, {}).get(key), key) for t in types]
+        per = [format_metric(m.per_type.get(t, {}).get(key), key) for t in types]
         lines.append(
-            f"| {key} {_direction(key)} | {_fmt(value, key)} | {m.counts.get(key, 0)} | "
-            + " | ".join(per)
-            + " |"
+            f"| {key} {metric_direction(key)} | {format_metric(value, key)} | "
+            f"{m.counts.get(key, 0)} | " + " | ".join(per) + " |"
         )
     lines += ["", "(n: questions the metric applies to; n/a: none)", ""]
     fails = failures(rows, top_k=summary.top_k)
@@ -270,10 +251,14 @@ def render_html(summary: RunSummary, rows: Sequence[EvalRow], images: dict[str, 
     parts.append("</tr>")
     for key, value in m.overall.items():
         parts.append(
-            f"<tr><td>{e(key)} {_direction(key)}</td><td class=num>{_fmt(value, key)}</td>"
+            f"<tr><td>{e(key)} {metric_direction(key)}</td>"
+            f"<td class=num>{format_metric(value, key)}</td>"
             f"<td class=num>{m.counts.get(key, 0)}</td>"
         )
-        parts += [f"<td class=num>{_fmt(m.per_type.get(t, {}).get(key), key)}</td>" for t in types]
+        parts += [
+            f"<td class=num>{format_metric(m.per_type.get(t, {}).get(key), key)}</td>"
+            for t in types
+        ]
         parts.append("</tr>")
     parts.append("</table>")
     titles = {

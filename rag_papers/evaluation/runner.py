@@ -4,122 +4,37 @@ Questions run in parallel threads; each finished question is appended to results
 once (one flushed line), so an interrupted run resumes: rows already there with the same
 question id, question text and settings fingerprint are not asked again. At the end the
 metrics are computed from results.jsonl and summary.json, report.md and report.html written.
+Everything goes through PaperQA's public methods.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from rag_papers.evaluation.datasets import Dataset, EvalQuestion, load_dataset, resolve_gold
-from rag_papers.evaluation.metrics import (
-    JUDGE_PROMPTS,
-    EvalRow,
-    LLMJudge,
-    MetricsTable,
-    default_metrics,
-    evaluate_rows,
-)
+from rag_papers.evaluation.judge import LLMJudge, judge_prompt_hashes
+from rag_papers.evaluation.metrics import default_metrics, evaluate_rows
+from rag_papers.evaluation.reports import write_reports
+from rag_papers.evaluation.rows import EvalRow
+from rag_papers.evaluation.summary import RESULTS, RETRIEVAL_DEPTH, RunSummary
 
 if TYPE_CHECKING:
-    from rag_papers.core.settings import Settings
-    from rag_papers.engine.qa import PaperQA
+    from rag_papers import PaperQA, Settings
 
 __all__ = [
-    "RETRIEVAL_DEPTH",
-    "RunSummary",
     "current_rows",
-    "dedicated_index_dir",
-    "default_out_dir",
     "load_results",
-    "read_summary",
     "run_eval",
     "run_fingerprint",
     "summarise",
 ]
 
-# Retrieval metrics look at the top 10 of qa.search (the ranking ask() shows a prefix of).
-RETRIEVAL_DEPTH = 10
-RESULTS = "results.jsonl"
-SUMMARY = "summary.json"
-
 Progress = Callable[[int, int, EvalRow | None], None]
-
-
-class RunSummary(BaseModel):
-    """Everything needed to reproduce and compare a run (summary.json)."""
-
-    dataset: str
-    dataset_path: str
-    dataset_sha256: str
-    date: str
-    package_version: str
-    settings_fingerprint: str
-    engine_settings_fingerprint: str
-    prompt_hashes: dict[str, str]
-    judge_prompt_hashes: dict[str, str] = Field(default_factory=dict)
-    llm: str
-    embed_model: str
-    judge_model: str | None = None
-    retrieval_mode: str
-    top_k: int
-    retrieval_depth: int = RETRIEVAL_DEPTH
-    index: str
-    index_papers: int = 0
-    n_questions: int
-    n_answered: int
-    n_errors: int
-    n_by_type: dict[str, int]
-    n_resumed: int = 0
-    wall_s: float = 0.0
-    jobs: int = 1
-    warnings: list[str] = Field(default_factory=list)
-    metrics: MetricsTable = Field(default_factory=MetricsTable)
-
-    @property
-    def overall(self) -> dict[str, float | None]:
-        return self.metrics.overall
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
-
-
-def default_out_dir(
-    dataset_path: Path | str, llm: str, *, root: Path | str = "eval/reports"
-) -> Path:
-    """eval/reports/<dataset-stem>-<mode>-<date>; mode is 'extractive' or the model name."""
-    mode = "extractive" if llm == "extractive" else llm.split(":", 1)[-1].rsplit("/", 1)[-1]
-    return Path(root) / f"{Path(dataset_path).stem}-{_slug(mode)}-{dt.date.today().isoformat()}"
-
-
-def _beir_name(folder: Path) -> str:
-    # /…/scifact/beir/corpus.jsonl is SciFact's BEIR folder: name it after the dataset.
-    return folder.parent.name if folder.name.lower() == "beir" else folder.name
-
-
-def dedicated_index_dir(settings: Settings, corpus: Path | str) -> Path:
-    """Where an evaluation corpus gets an index of its own (never the user's index).
-
-    A BEIR folder (or its corpus.jsonl) -> <data_dir>/beir/<dataset name>, shared by
-    `eval beir` and `eval run --corpus`; any other file -> <data_dir>/eval-index/<stem>-<hash>.
-    """
-    path = Path(corpus).expanduser().resolve()
-    if path.is_dir():
-        return settings.data_dir / "beir" / _beir_name(path)
-    if path.name == "corpus.jsonl" and (path.parent / "queries.jsonl").is_file():
-        return settings.data_dir / "beir" / _beir_name(path.parent)
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return settings.data_dir / "eval-index" / f"{_slug(path.stem)}-{digest}"
 
 
 def run_fingerprint(settings: Settings, *, llm: str | None, k: int | None) -> str:
@@ -208,7 +123,7 @@ def _judge_row(qa: PaperQA, row: EvalRow, judge: LLMJudge) -> EvalRow:
     """Judge an answered row against the abstracts that were shown to the answerer."""
     if row.ok and row.answer is not None:
         shown = [s.paper_id for s in row.answer.sources if s.marker is not None]
-        papers = qa.index.papers(shown)
+        papers = qa.papers(shown)
         contexts = [f"{papers[p].title}. {papers[p].abstract}" for p in shown if p in papers]
         row.judge = judge.judge(row, contexts)
         row.finished_at = _now()
@@ -223,18 +138,17 @@ def run_eval(
     jobs: int = 1,
     llm: str | None = None,
     k: int | None = None,
-    judge: Any = None,
+    judge: LLMJudge | Any = None,
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> RunSummary:
     """Ask every question (in ``jobs`` threads), record, score and report; resumable.
 
-    ``judge`` is an LLM backend (make_backend) for faithfulness/correctness, or None.
-    ``progress(done, total, row)`` is called once before the first question (row None) and
-    after each one.
+    ``judge`` scores faithfulness/correctness: an LLMJudge (make_judge), an LLM backend
+    (``qa.backend(spec)``), or None. ``progress(done, total, row)`` is called once before
+    the first question (row None) and after each one.
     """
     from rag_papers import __version__
-    from rag_papers.evaluation.reports import write_reports
 
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(dataset)
@@ -243,16 +157,14 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS
     fingerprint = run_fingerprint(qa.settings, llm=llm, k=k)
-    judge_obj = None if judge is None else LLMJudge(judge)
+    judge_obj = judge if judge is None or isinstance(judge, LLMJudge) else LLMJudge(judge)
 
     started = time.perf_counter()
-    index = qa.index  # opens (or first fills) the index before the threads start
+    qa.open()  # opens (or first fills) the index before the threads start
     backend = qa.backend(llm)  # fail early on a bad --llm, before anything is written
-    gold = resolve_gold(dataset.questions, index.catalog)
-    titles = {
-        pid: p.title
-        for pid, p in index.papers({i for ids in gold.ids.values() for i in ids}).items()
-    }
+    gold = resolve_gold(dataset.questions, qa)
+    wanted = sorted({i for ids in gold.ids.values() for i in ids})
+    titles = {pid: p.title for pid, p in qa.papers(wanted).items()}
 
     previous = {
         r.id: r for r in load_results(results_path) if r.fingerprint == fingerprint and r.ok
@@ -363,7 +275,7 @@ def summarise(
     n_by_type: dict[str, int] = {}
     for q in dataset:
         n_by_type[q.type] = n_by_type.get(q.type, 0) + 1
-    stats = qa.index.stats()
+    stats = qa.stats()
     s = qa.settings
     warn = list(warnings)
     if missing := len(dataset) - len(rows):
@@ -379,12 +291,7 @@ def summarise(
         settings_fingerprint=fingerprint,
         engine_settings_fingerprint=s.fingerprint(),
         prompt_hashes=qa.prompt_hashes(),
-        judge_prompt_hashes={
-            name: hashlib.sha256(text.encode()).hexdigest()[:12]
-            for name, text in JUDGE_PROMPTS.items()
-        }
-        if judge_model
-        else {},
+        judge_prompt_hashes=judge_prompt_hashes() if judge_model else {},
         llm=llm_model,
         embed_model=str(stats.get("embed_model", "")),
         judge_model=judge_model,
@@ -402,9 +309,3 @@ def summarise(
         warnings=warn,
         metrics=metrics,
     )
-
-
-def read_summary(run_dir: Path | str) -> dict[str, Any]:
-    path = Path(run_dir)
-    path = path / SUMMARY if path.is_dir() else path
-    return dict(json.loads(path.read_text(encoding="utf-8")))
