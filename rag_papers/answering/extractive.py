@@ -1,59 +1,181 @@
-"""Extractive answers (no LLM configured): the most relevant sentences, each cited."""
+"""Extractive answers (no LLM configured): the sentences of the shown abstracts that answer
+the question, each cited, led by the paper that answers best.
+
+Selection, in order:
+1. Every sentence of the shown papers is scored by cosine similarity to the question.
+2. A paper's relevance is its best sentence's (or its title's) similarity plus
+   ``retrieval_weight`` times its retrieval score relative to the first paper's. Papers
+   within ``paper_margin`` of the most relevant are kept; the rest are off-topic padding.
+3. The lead paper is retrieval's first when it is kept (so the paper search shows first is
+   the one the answer cites), else the paper with the best sentence.
+4. The kept papers' sentences are taken best first, at most ``per_paper`` from a paper and
+   ``n_sentences`` in all.
+5. A sentence that leans on the one before it ("This approach…", "…such issues") brings
+   that sentence along, or is skipped when it cannot.
+6. Papers in order (the lead first), sentences in text order. A "which paper" question gets
+   each paper's title first, so the answer names the paper it is about.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag_papers.answering.contract import ABSTAIN_PHRASE
+from rag_papers.answering.evidence import asks_for_one_paper
 from rag_papers.core.text import split_sentences
 
 if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["extractive_answer"]
+__all__ = ["ExtractiveOptions", "asks_which_paper", "extractive_answer", "leans_on_previous"]
+
+_LEANING_OPENER = re.compile(
+    r"^(?:this|these|those|such|it|its|they|their|them|both|thus|hence|therefore|however|"
+    r"moreover|furthermore|additionally|in addition|to this end|to do so|to address this|"
+    r"as a result|consequently|specifically|in particular|here|finally|also|besides|"
+    r"instead|further|then|accordingly|nevertheless|nonetheless|similarly|likewise)\b",
+    re.I,
+)
+_LEANING_PHRASE = re.compile(
+    r"\b(?:such|these|those|this|the above|the aforementioned|the same|the latter|the former)"
+    r"\s+(?:issues?|problems?|approach(?:es)?|methods?|models?|limitations?|challenges?|"
+    r"techniques?|settings?|tasks?|findings?|results?|observations?|works?|gaps?|shortcomings?)\b",
+    re.I,
+)
+_WHICH_PAPER = re.compile(
+    r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?:papers?|works?|stud(?:y|ies)|methods?|"
+    r"approach(?:es)?|frameworks?|models?|systems?|techniques?|benchmarks?|datasets?)\b|"
+    r"\bname the paper",
+    re.I,
+)
+
+
+def leans_on_previous(sentence: str) -> bool:
+    """True when the sentence cannot stand alone: it opens with a reference back
+    ("This approach", "However") or names "such issues" it does not define."""
+    return bool(_LEANING_OPENER.match(sentence.strip()) or _LEANING_PHRASE.search(sentence))
+
+
+def asks_which_paper(question: str) -> bool:
+    """'Which paper/method/framework ...': the answer should name the paper(s)."""
+    return bool(_WHICH_PAPER.search(question))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractiveOptions:
+    n_sentences: int = 6
+    per_paper: int = 5
+    min_similarity: float | None = None  # abstain when no sentence reaches it
+    paper_margin: float = 0.10
+    # Weight of the paper's retrieval score (relative to the first paper's) in its relevance:
+    # search ranks with titles and BM25 too, which a short question's sentences may not echo.
+    retrieval_weight: float = 0.3
+    # "Which paper ...?" (singular) wants one paper: another joins the lead only when its
+    # relevance beats the lead's by this much.
+    one_paper_margin: float = 0.03
+    # Sentences under this cosine to the question are never quoted (they do not bear on it).
+    min_sentence_similarity: float | None = None
+
+
+@dataclass(slots=True)
+class _Sentence:
+    paper: int  # index into shown
+    pos: int  # position in its abstract
+    text: str
+    sim: float
 
 
 def extractive_answer(
+    question: str,
     question_vector: np.ndarray,
     shown: Sequence[ScoredPaper],
     embedder: Any,
-    *,
-    n_sentences: int,
-    min_similarity: float | None = None,
+    options: ExtractiveOptions,
 ) -> str:
-    """The sentences of the shown papers most similar to the question, each cited.
-
-    Returns ABSTAIN_PHRASE when no sentence reaches ``min_similarity`` (cosine): the papers
-    are on topic but none of them says anything close to what was asked.
-
-    Candidates are every sentence of the top papers, scored by cosine similarity to the
-    question plus a small bonus for the paper's retrieval rank (so the best paper leads).
-    """
-    candidates: list[tuple[float, int, int, str]] = []
-    all_sentences = [
-        (i, j, s)
-        for i, p in enumerate(shown)
-        for j, s in enumerate(split_sentences(p.paper.abstract))
+    """The answer text with [n] markers (n = position in ``shown``), or ABSTAIN_PHRASE when
+    no sentence reaches ``options.min_similarity``."""
+    by_paper = [split_sentences(p.paper.abstract) for p in shown]
+    flat = [(i, j, s) for i, sents in enumerate(by_paper) for j, s in enumerate(sents)]
+    if not flat:
+        return ABSTAIN_PHRASE
+    # Titles are scored too: a question often echoes a title its sentences never say.
+    titles = [p.paper.title for p in shown]
+    sims = embedder.embed_documents([s for _, _, s in flat] + titles) @ question_vector
+    title_sim = [float(x) for x in sims[len(flat) :]]
+    sentences = [
+        _Sentence(i, j, s, float(x)) for (i, j, s), x in zip(flat, sims[: len(flat)], strict=True)
     ]
-    if not all_sentences:
+    best = max(s.sim for s in sentences)
+    if options.min_similarity is not None and best < options.min_similarity:
         return ABSTAIN_PHRASE
-    vectors = embedder.embed_documents([s for _, _, s in all_sentences])
-    sims = vectors @ question_vector
-    if min_similarity is not None and float(np.max(sims)) < min_similarity:
-        return ABSTAIN_PHRASE
-    for (i, j, s), sim in zip(all_sentences, sims, strict=True):
-        candidates.append((float(sim) + 0.05 / (1 + i), i, j, s))
-    candidates.sort(key=lambda c: -c[0])
-    picked = candidates[:n_sentences]
-    # Keep each paper's sentences together, papers in rank order, sentences in text order.
-    picked.sort(key=lambda c: (c[1], c[2]))
-    parts = []
-    for _, i, _, s in picked:
-        s = s.rstrip()
-        end = s[-1] if s[-1] in ".!?" else "."
-        body = s[:-1] if s[-1] in ".!?" else s
-        parts.append(f"{body} [{i + 1}]{end}")
+
+    one = asks_for_one_paper(question)
+    margin = options.one_paper_margin if one else options.paper_margin
+    per_paper = options.per_paper
+    top_score = max(shown[0].score, 1e-9)
+    paper_best = {
+        i: max(title_sim[i], *(s.sim for s in sentences if s.paper == i))
+        + options.retrieval_weight * shown[i].score / top_score
+        for i, _, _ in flat
+    }
+    best_paper = max(paper_best.values())
+    kept = {i for i, b in paper_best.items() if b >= best_paper - margin}
+    lead = 0 if 0 in kept else max(kept, key=paper_best.__getitem__)
+    if one:  # one paper wanted: another joins the lead only by beating it
+        kept = {i for i in kept if i == lead or paper_best[i] > paper_best[lead] + margin}
+    floor = options.min_sentence_similarity if options.min_sentence_similarity is not None else -1.0
+    own_best = {i: max(s.sim for s in sentences if s.paper == i) for i in kept}
+
+    picked: dict[int, list[_Sentence]] = {}
+    count = 0
+    # The lead paper's best sentence goes first, then the rest by similarity.
+    ranked = sorted(
+        (s for s in sentences if s.paper in kept and s.sim >= floor),
+        key=lambda s: (s.paper != lead or s.sim < own_best[lead], -s.sim),
+    )
+    for s in ranked:
+        if count >= options.n_sentences:
+            break
+        mine = picked.setdefault(s.paper, [])
+        if len(mine) >= per_paper or any(m.pos == s.pos for m in mine):
+            continue
+        group = [s]
+        if s.pos > 0 and leans_on_previous(s.text):
+            prev = by_paper[s.paper][s.pos - 1]
+            already = any(m.pos == s.pos - 1 for m in mine)
+            if not already:
+                prev_sim = next(
+                    x.sim for x in sentences if x.paper == s.paper and x.pos == s.pos - 1
+                )
+                if leans_on_previous(prev) or prev_sim < floor or count + 2 > options.n_sentences:
+                    continue  # cannot be made to stand alone with a relevant sentence: skip it
+                group.insert(0, _Sentence(s.paper, s.pos - 1, prev, prev_sim))
+        mine.extend(group)
+        count += len(group)
+
+    order = [lead, *sorted(i for i in picked if i != lead and picked[i])]
+    naming = asks_which_paper(question)
+    parts: list[str] = []
+    for i in order:
+        marker = f"[{i + 1}]"
+        sents = sorted(picked.get(i, []), key=lambda s: s.pos)
+        if not sents:
+            continue
+        for k, s in enumerate(sents):
+            text = _cited(s.text, marker)
+            if k == 0 and naming:
+                text = f"{shown[i].paper.title.rstrip('.')} {marker}: {text}"
+            parts.append(text)
     return " ".join(parts)
+
+
+def _cited(sentence: str, marker: str) -> str:
+    s = sentence.rstrip()
+    end = s[-1] if s[-1] in ".!?" else "."
+    body = s[:-1] if s[-1] in ".!?" else s
+    return f"{body} {marker}{end}"

@@ -45,12 +45,17 @@ def check_support(
     *,
     threshold: float,
     embedder: Any = None,
+    question_vector: np.ndarray | None = None,
+    relevance_threshold: float | None = None,
 ) -> list[SentenceVerdict]:
     """Verdict per (sentence, markers) against the cited source texts (marker -> text).
 
     A number in the sentence must occur in a cited source. Otherwise the score is the best,
     over cited source sentences, of max(lexical containment of the sentence's content words,
-    embedding cosine) and must reach ``threshold``.
+    embedding cosine) and must reach ``threshold``. With ``question_vector``, a sentence
+    that rests on its source must also bear on the question (cosine to it at least
+    ``relevance_threshold``): a verbatim quote is always "in" its source, so that alone
+    says nothing about whether it answers.
     """
     verdicts: list[SentenceVerdict] = []
     pending: list[tuple[SentenceVerdict, list[str]]] = []
@@ -104,7 +109,22 @@ def check_support(
         v.score = round(v.score, 4)
         v.supported = v.score >= threshold
         v.reason = "supported" if v.supported else f"weak overlap ({v.score:.2f} < {threshold})"
+    if question_vector is not None and relevance_threshold is not None and embedder is not None:
+        grounded = [v for v, _ in pending if v.supported]
+        if grounded:
+            sims = embedder.embed_documents([_bare(v.text) for v in grounded]) @ question_vector
+            for v, sim in zip(grounded, sims, strict=True):
+                if float(sim) < relevance_threshold:
+                    v.supported = False
+                    v.reason = (
+                        f"does not bear on the question (similarity {float(sim):.2f} "
+                        f"< {relevance_threshold})"
+                    )
     return verdicts
+
+
+def _bare(sentence: str) -> str:
+    return CITATION_PATTERN.sub("", sentence).strip()
 
 
 _TRAILING_MARKERS = re.compile(r"([.!?])\s*((?:\[[\d\s,;\-–]+\]\s*)+)")

@@ -199,7 +199,7 @@ def run_repl(
         history=FileHistory(str(history_file)),
         multiline=True,  # our Enter binding submits; see _key_bindings
         key_bindings=_key_bindings(),
-        prompt_continuation=lambda width, line_number, is_soft_wrap: "… ".rjust(width),
+        prompt_continuation=lambda width, _line, _soft_wrap: "… ".rjust(width),
     )
     while True:
         try:

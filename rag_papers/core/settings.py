@@ -172,7 +172,26 @@ class Settings(BaseSettings):
         default_factory=dict, description="Prompt name -> a user's own template file."
     )
     extractive_sentences: int = Field(
-        default=4, ge=1, le=20, description="Sentences an extractive answer quotes."
+        default=6, ge=1, le=20, description="Most sentences an extractive answer quotes."
+    )
+    extractive_per_paper: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Most sentences an extractive answer takes from one paper.",
+    )
+    extractive_paper_margin: float = Field(
+        default=0.10,
+        ge=0.0,
+        description="Extractive mode: a paper is quoted only when its best sentence is within "
+        "this cosine similarity of the best paper's (calibrated on sample_dev.jsonl).",
+    )
+    extractive_retrieval_weight: float = Field(
+        default=0.30,
+        ge=0.0,
+        description="Extractive mode: weight of a paper's retrieval score (relative to the "
+        "first paper's) added to its best sentence's similarity when papers are cut "
+        "(calibrated on sample_dev.jsonl).",
     )
     abstain_threshold: float = Field(
         default=0.25,
@@ -184,6 +203,42 @@ class Settings(BaseSettings):
         description="Extractive mode: abstain when no sentence of the retrieved abstracts "
         "reaches this cosine similarity to the question (calibrated on "
         "eval/datasets/sample.jsonl: no answerable question below it).",
+    )
+    evidence_papers: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Best retrieved abstracts read to decide whether the question's ask "
+        "(a number, a named subject) is in the retrieved text at all.",
+    )
+    ask_similarity: float = Field(
+        default=0.55,
+        description="A question asking for a quantity ('how many GPU hours') is answerable "
+        "when a retrieved sentence holds a number and every word of the ask, or a number, the "
+        "ask's head noun and this cosine similarity to the question (calibrated on "
+        "eval/datasets/sample_dev.jsonl).",
+    )
+    unseen_subject_threshold: float = Field(
+        default=0.50,
+        description="Abstain when the question names a technical term the collection has "
+        "never seen and the best dense similarity is below this (sample_dev.jsonl).",
+    )
+    unseen_terms_threshold: float = Field(
+        default=0.40,
+        description="Abstain when two or more of the question's subject words appear nowhere "
+        "in the collection and the best dense similarity is below this (sample_dev.jsonl).",
+    )
+    disagreement_threshold: float = Field(
+        default=0.40,
+        description="Abstain on a 'which paper' question when dense and BM25 rank different "
+        "papers first and the best dense similarity is below this (sample_dev.jsonl).",
+    )
+    relevance_threshold: float = Field(
+        default=0.30,
+        description="A claim sentence counts as supported only when it also bears on the "
+        "question (cosine similarity at least this), and extractive answers quote no sentence "
+        "under it. Every reference-answer sentence of sample_dev.jsonl reaches it; 68% of the "
+        "sentences of low-ranked off-topic papers do not.",
     )
     support_threshold: float = Field(
         default=0.69,

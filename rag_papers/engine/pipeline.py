@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
 from rag_papers.answering.context import build_context
 from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Source, Usage
-from rag_papers.answering.extractive import extractive_answer
+from rag_papers.answering.evidence import Evidence, asks_for_one_paper, assess
+from rag_papers.answering.extractive import ExtractiveOptions, extractive_answer
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.core.text import count_tokens
@@ -56,6 +57,17 @@ class Retrieved:
     @property
     def best_dense(self) -> float | None:
         return max((r.dense for r in self.results if r.dense is not None), default=None)
+
+    @property
+    def branches_agree(self) -> bool:
+        """Dense and BM25 rank the same paper first (True when only one branch ran)."""
+        dense = [r for r in self.results if r.dense is not None]
+        lexical = [r for r in self.results if r.bm25 is not None]
+        if not dense or not lexical:
+            return True
+        top_dense = max(dense, key=lambda r: r.dense or 0.0)
+        top_lexical = max(lexical, key=lambda r: r.bm25 or 0.0)
+        return top_dense.paper.id == top_lexical.paper.id
 
 
 @dataclass(slots=True)
@@ -109,13 +121,53 @@ class AnswerPipeline:
 
     # --- 2. gate ----------------------------------------------------------------------------
     def gate(self, retrieved: Retrieved) -> str | None:
-        """Why to abstain before answering (nothing, or only weak matches), or None."""
+        """Why to abstain before answering, or None: nothing or only weak matches found, or
+        the best abstracts do not hold what the question asks for (answering/evidence.py)."""
+        s = self.settings
         if not retrieved.results:
             return "nothing retrieved"
-        best, threshold = retrieved.best_dense, self.settings.abstain_threshold
-        if best is not None and best < threshold:
-            return f"weak retrieval (best similarity {best:.2f} < {threshold})"
+        best = retrieved.best_dense
+        if best is not None and best < s.abstain_threshold:
+            return f"weak retrieval (best similarity {best:.2f} < {s.abstain_threshold})"
+        evidence = self.evidence(retrieved)
+        best = best if best is not None else 1.0
+        if evidence.unseen_technical and best < s.unseen_subject_threshold:
+            terms = ", ".join(evidence.unseen_technical)
+            return f"the papers never mention {terms} (best similarity {best:.2f})"
+        if len(evidence.unseen) >= 2 and best < s.unseen_terms_threshold:
+            terms = ", ".join(evidence.unseen)
+            return f"the papers never mention {terms} (best similarity {best:.2f})"
+        if (
+            asks_for_one_paper(retrieved.query)
+            and not retrieved.branches_agree
+            and best < s.disagreement_threshold
+        ):
+            return (
+                "no paper stands out: the closest by meaning and by words differ "
+                f"(best similarity {best:.2f})"
+            )
+        if evidence.ask is not None and not evidence.ask_answered:
+            return f"no retrieved abstract states the {evidence.ask.phrase or 'number'} asked for"
         return None
+
+    def evidence(self, retrieved: Retrieved) -> Evidence:
+        """What the best retrieved abstracts hold of the question's ask and subject."""
+        s = self.settings
+        texts = [
+            f"{r.paper.title}. {r.paper.abstract}" for r in retrieved.results[: s.evidence_papers]
+        ]
+        embedder = self.index.embedder
+
+        def similarity(sentences: list[str]) -> Any:
+            return embedder.embed_documents(sentences) @ retrieved.vector
+
+        return assess(
+            retrieved.query,
+            texts,
+            self.index.bm25.vocabulary,
+            similarity=similarity,
+            min_similarity=s.ask_similarity,
+        )
 
     # --- 3. context -------------------------------------------------------------------------
     def context(self, retrieved: Retrieved) -> Context:
@@ -169,12 +221,16 @@ class AnswerPipeline:
         on_delta: Callable[[str], None] | None,
     ) -> Generated:
         s = self.settings
-        raw = extractive_answer(
-            retrieved.vector,
-            context.shown,
-            self.index.embedder,
+        options = ExtractiveOptions(
             n_sentences=s.extractive_sentences,
+            per_paper=s.extractive_per_paper,
             min_similarity=s.abstain_sentence_threshold,
+            paper_margin=s.extractive_paper_margin,
+            retrieval_weight=s.extractive_retrieval_weight,
+            min_sentence_similarity=s.relevance_threshold,
+        )
+        raw = extractive_answer(
+            retrieved.query, retrieved.vector, context.shown, self.index.embedder, options
         )
         if raw == ABSTAIN_PHRASE:
             why = (
@@ -187,7 +243,13 @@ class AnswerPipeline:
         return Generated(raw=raw, usage=Usage(counted_by="none"))
 
     # --- 5. check ---------------------------------------------------------------------------
-    def check(self, answer: Answer, generated: Generated, context: Context) -> Answer:
+    def check(
+        self,
+        answer: Answer,
+        generated: Generated,
+        context: Context,
+        question_vector: np.ndarray | None = None,
+    ) -> Answer:
         """Map markers to papers (dropping any outside the shown set) and judge each sentence."""
         shown = context.shown
         text, used, removed = parse_citations(generated.raw, len(shown))
@@ -211,6 +273,8 @@ class AnswerPipeline:
             sources_text,
             threshold=self.settings.support_threshold,
             embedder=self.index.embedder,
+            question_vector=question_vector,
+            relevance_threshold=self.settings.relevance_threshold,
         )
         claims = [v for v in answer.sentences if v.claim]
         answer.claims = len(claims)
@@ -269,7 +333,7 @@ class AnswerPipeline:
                 answer, generated.abstain_reason, None if streamed else on_delta, timings, t_all
             )
 
-        self.check(answer, generated, context)
+        self.check(answer, generated, context, retrieved.vector)
         lap("check")
         timings["total"] = time.perf_counter() - t_all
         answer.timings = _round(timings)

@@ -30,6 +30,7 @@ class BM25Sidecar:
         self._model: Any = None
         self._ids: list[str] = []
         self._pos: dict[str, int] = {}
+        self._vocab: frozenset[str] | None = None
         self.generation: str | None = None
         self._stem = _stemmer()
         self._load()
@@ -49,6 +50,15 @@ class BM25Sidecar:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """Every stemmed word of the indexed titles and abstracts."""
+        if self._vocab is None:
+            self._vocab = (
+                frozenset(self._model.vocab_dict) if self._model is not None else frozenset()
+            )
+        return self._vocab
 
     def build(self, docs: Iterable[tuple[str, str]], generation: str) -> None:
         """(paper id, text) pairs -> a fresh index, written atomically (tmp dir, then rename)."""
@@ -75,6 +85,7 @@ class BM25Sidecar:
         tmp.rename(self.directory)
         shutil.rmtree(old, ignore_errors=True)
         self._model, self._ids, self.generation = model, ids, generation
+        self._vocab = None
         self._pos = {pid: i for i, pid in enumerate(ids)}
 
     def search(
