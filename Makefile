@@ -29,6 +29,10 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check rag_papers tests benchmarks examples
 	$(BIN)/ruff format --check rag_papers tests benchmarks examples
+	$(BIN)/lint-imports
+	$(BIN)/deptry rag_papers
+	$(BIN)/vulture rag_papers --min-confidence 80
+	$(BIN)/python tools/check_sizes.py
 
 typecheck: install-dev
 	$(BIN)/mypy
