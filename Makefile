@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 QUESTION ?= What does Self-RAG add to retrieval-augmented generation?
 export ORT_DISABLE_TELEMETRY := 1
 export ANONYMIZED_TELEMETRY := False
-# llama-cpp-python builds from source; its multimodal part is not needed.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python builds from source; its multimodal part is not needed. A portable CPU
+# baseline (AVX2, no AVX-512/AMX): the native build crashes in decode on AMX machines.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+	-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
 
 .PHONY: demo install install-dev lint typecheck test test-fast bench eval-gate clean
 
