@@ -141,12 +141,20 @@ def test_help_lists_commands_and_imports_nothing_heavy() -> None:
     assert loaded_modules("main(['ask', '--help'])") == []
 
 
-def test_version() -> None:
-    proc = run_cli("--version")
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag: str) -> None:
+    proc = run_cli(flag)
     assert proc.returncode == 0
     from rag_papers import __version__
 
     assert proc.stdout.strip() == f"rag-papers {__version__}"
+
+
+def test_package_is_typed() -> None:
+    """PEP 561: the package ships py.typed so type checkers read its annotations."""
+    import rag_papers
+
+    assert (Path(rag_papers.__file__).parent / "py.typed").is_file()
 
 
 def test_eval_is_mounted_lazily() -> None:
@@ -306,6 +314,30 @@ def test_ask_extractive_cites_self_rag(sample_settings: Settings) -> None:
     assert "[1]" in out.split(EXTRACTIVE_LABEL, 1)[0]  # the streamed text carries markers
     assert "Supported: " in out and "claim sentences" in out
     assert "usage: no LLM call" in out
+
+
+def test_ask_reads_the_question_from_stdin_for_dash(sample_settings: Settings) -> None:
+    index = str(sample_settings.resolved_index_dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag_papers", "--index-dir", index, "ask", "-", "--json"],
+        input=SELF_RAG_Q + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = Answer.model_validate_json(proc.stdout)
+    assert answer.question == SELF_RAG_Q  # not the literal "-"
+    assert "Self-RAG" in answer.citations[0].title
+    empty = subprocess.run(
+        [sys.executable, "-m", "rag_papers", "ask", "-"],
+        input="  \n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert empty.returncode == 2 and "empty" in empty.stderr
 
 
 def test_ask_json_abstains_off_topic(sample_settings: Settings) -> None:

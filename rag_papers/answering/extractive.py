@@ -117,19 +117,22 @@ def extractive_answer(
     one = asks_for_one_paper(question)
     margin = options.one_paper_margin if one else options.paper_margin
     per_paper = options.per_paper
+    floor = options.min_sentence_similarity if options.min_sentence_similarity is not None else -1.0
+    own_best = {i: max(s.sim for s in sentences if s.paper == i) for i, _, _ in flat}
+    # A paper none of whose sentences bears on the question has nothing to quote.
+    quotable = [i for i, b in own_best.items() if b >= floor]
+    if not quotable:
+        return ABSTAIN_PHRASE
     top_score = max(shown[0].score, 1e-9)
     paper_best = {
-        i: max(title_sim[i], *(s.sim for s in sentences if s.paper == i))
-        + options.retrieval_weight * shown[i].score / top_score
-        for i, _, _ in flat
+        i: max(title_sim[i], own_best[i]) + options.retrieval_weight * shown[i].score / top_score
+        for i in quotable
     }
     best_paper = max(paper_best.values())
     kept = {i for i, b in paper_best.items() if b >= best_paper - margin}
     lead = 0 if 0 in kept else max(kept, key=paper_best.__getitem__)
     if one:  # one paper wanted: another joins the lead only by beating it
         kept = {i for i in kept if i == lead or paper_best[i] > paper_best[lead] + margin}
-    floor = options.min_sentence_similarity if options.min_sentence_similarity is not None else -1.0
-    own_best = {i: max(s.sim for s in sentences if s.paper == i) for i in kept}
 
     picked: dict[int, list[_Sentence]] = {}
     count = 0
@@ -171,7 +174,7 @@ def extractive_answer(
             if k == 0 and naming:
                 text = f"{shown[i].paper.title.rstrip('.')} {marker}: {text}"
             parts.append(text)
-    return " ".join(parts)
+    return " ".join(parts) if parts else ABSTAIN_PHRASE
 
 
 def _cited(sentence: str, marker: str) -> str:

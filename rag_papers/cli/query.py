@@ -18,12 +18,24 @@ from rag_papers.cli.options import (
 )
 from rag_papers.cli.state import current_state, open_qa, print_json
 
-__all__ = ["ask", "search"]
+__all__ = ["ask", "read_text_argument", "search"]
+
+
+def read_text_argument(value: str, what: str) -> str:
+    """The argument itself, or standard input when it is '-' (``echo q | rag-papers ask -``)."""
+    if value == "-":
+        import sys
+
+        value = sys.stdin.read()
+    text = value.strip()
+    if not text:
+        raise typer.BadParameter(f"the {what.lower()} is empty", param_hint=what)
+    return text
 
 
 def search(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="What to look for.")],
+    query: Annotated[str, typer.Argument(help="What to look for ('-': read standard input).")],
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Papers to show.")] = 10,
     mode: ModeOpt = None,
     year: YearOpt = None,
@@ -34,8 +46,7 @@ def search(
     """Find papers: rank, score, year, title and each paper's best-matching sentence."""
     from rag_papers.terminal.render import render_search
 
-    if not query.strip():
-        raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    query = read_text_argument(query, "QUERY")
     state = current_state(ctx)
     filters = parse_filters(year, author, category)
     with open_qa(state) as qa:
@@ -56,7 +67,7 @@ def search(
 
 def ask(
     ctx: typer.Context,
-    question: Annotated[str, typer.Argument(help="The question.")],
+    question: Annotated[str, typer.Argument(help="The question ('-': read standard input).")],
     llm: LlmOpt = None,
     k: KOpt = None,
     mode: ModeOpt = None,
@@ -71,8 +82,7 @@ def ask(
     """Answer a question from the papers, citing them; every citation is checked."""
     from rag_papers.terminal.render import render_answer, stream_writer
 
-    if not question.strip():
-        raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    question = read_text_argument(question, "QUESTION")
     state = current_state(ctx)
     filters = parse_filters(year, author, category)
     streamed = not (no_stream or json_out)

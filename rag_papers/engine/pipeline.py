@@ -48,11 +48,19 @@ TOKENS_PER_MESSAGE = 4
 
 @dataclass(slots=True)
 class Retrieved:
-    """What retrieval found for one query, and the query's embedding (reused downstream)."""
+    """What retrieval found for one query, and the query's embedding (made once, on first
+    use: a BM25-only search never embeds the query)."""
 
     query: str
-    vector: np.ndarray
     results: list[ScoredPaper]
+    embed: Callable[[str], np.ndarray]
+    _vector: np.ndarray | None = None
+
+    @property
+    def vector(self) -> np.ndarray:
+        if self._vector is None:
+            self._vector = self.embed(self.query)
+        return self._vector
 
     @property
     def best_dense(self) -> float | None:
@@ -113,11 +121,12 @@ class AnswerPipeline:
     ) -> Retrieved:
         from rag_papers.retrieval.retriever import Retriever
 
-        vector = self.index.embedder.embed_query(query)
-        results = Retriever(self.index, self.settings).retrieve(
-            query, k=k, mode=mode, filters=filters, query_vector=vector
+        out = Retrieved(query=query, results=[], embed=self.index.embedder.embed_query)
+        dense = (mode or self.settings.retrieval_mode) != "bm25"
+        out.results = Retriever(self.index, self.settings).retrieve(
+            query, k=k, mode=mode, filters=filters, query_vector=out.vector if dense else None
         )
-        return Retrieved(query=query, vector=vector, results=results)
+        return out
 
     # --- 2. gate ----------------------------------------------------------------------------
     def gate(self, retrieved: Retrieved) -> str | None:

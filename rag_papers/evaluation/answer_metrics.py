@@ -16,7 +16,9 @@ __all__ = [
     "CitationValidity",
     "FactRecall",
     "Faithfulness",
+    "FalseAbstention",
     "SupportRate",
+    "TopSourceCited",
 ]
 
 
@@ -97,6 +99,30 @@ class AbstentionRecall(Metric):
 
     def score(self, row: EvalRow) -> float | None:
         return None if row.answerable else float(row.abstained)
+
+
+class FalseAbstention(Metric):
+    name = "false_abstention"
+    group = "answers"
+    description = "Of the answerable questions, the share wrongly abstained on."
+    higher_is_better = False
+
+    def score(self, row: EvalRow) -> float | None:
+        return float(row.abstained) if row.answerable else None
+
+
+class TopSourceCited(Metric):
+    name = "top_source_cited"
+    group = "citations"
+    description = "When the paper retrieval ranks first is gold, the share of answers that cite it."
+
+    def score(self, row: EvalRow) -> float | None:
+        if row.answer is None or row.abstained or not row.answer.sources:
+            return None
+        top = row.answer.sources[0].paper_id
+        if top not in row.gold_ids:
+            return None
+        return float(top in row.cited_ids)
 
 
 # --- LLM-judged -------------------------------------------------------------------------------

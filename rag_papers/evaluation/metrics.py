@@ -23,7 +23,9 @@ from rag_papers.evaluation.answer_metrics import (
     CitationValidity,
     FactRecall,
     Faithfulness,
+    FalseAbstention,
     SupportRate,
+    TopSourceCited,
 )
 from rag_papers.evaluation.base import Metric
 from rag_papers.evaluation.cost_metrics import (
@@ -56,10 +58,12 @@ def default_metrics(*, judge: bool = False) -> list[Metric]:
         CitationValidity(),
         CitationPrecision(),
         CitationRecall(),
+        TopSourceCited(),
         FactRecall(),
         SupportRate(),
         AbstentionPrecision(),
         AbstentionRecall(),
+        FalseAbstention(),
         LatencyP50(),
         LatencyP95(),
         TokensPerQuestion(),
