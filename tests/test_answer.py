@@ -14,10 +14,10 @@ from rag_papers.answering.context import build_context
 from rag_papers.answering.contract import ABSTAIN_PHRASE, CITATION_PATTERN, Answer
 from rag_papers.answering.llms import Completion
 from rag_papers.answering.support import check_support, extract_numbers, split_answer
+from rag_papers.answering.usage import count_usage
 from rag_papers.core.papers import Paper
 from rag_papers.core.settings import Settings, load_settings
 from rag_papers.core.text import count_tokens, split_sentences
-from rag_papers.engine.pipeline import count_usage
 from rag_papers.engine.qa import PaperQA, sample_corpus_path
 from rag_papers.retrieval.retriever import ScoredPaper
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rag_papers.answering.contract import Source
 from rag_papers.core.text import encoding, split_sentences
 
 if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["build_context"]
+__all__ = ["build_context", "source_of"]
 
 
 def build_context(
@@ -53,3 +54,17 @@ def build_context(
         shown.append(item)
         used += cost
     return "\n\n".join(blocks), shown
+
+
+def source_of(r: ScoredPaper) -> Source:
+    return Source(
+        paper_id=r.paper.id,
+        title=r.paper.title,
+        year=r.paper.year,
+        url=r.paper.url,
+        authors=r.paper.authors,
+        rank=r.rank,
+        score=round(r.score, 6),
+        dense=None if r.dense is None else round(r.dense, 6),
+        bm25=None if r.bm25 is None else round(r.bm25, 6),
+    )

@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
-from rag_papers.answering.context import build_context
-from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Source, Usage
+from rag_papers.answering.context import build_context, source_of
+from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Usage
 from rag_papers.answering.evidence import Evidence, asks_for_one_paper, assess
 from rag_papers.answering.extractive import ExtractiveOptions, extractive_answer
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
-from rag_papers.core.text import count_tokens
+from rag_papers.answering.usage import count_usage
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from rag_papers.answering.llms import Completion, LLMBackend
+    from rag_papers.answering.llms import LLMBackend
     from rag_papers.core.settings import Settings
     from rag_papers.core.specs import Mode
     from rag_papers.retrieval.retriever import Filters, ScoredPaper
@@ -34,16 +34,12 @@ __all__ = [
     "Context",
     "Generated",
     "Retrieved",
-    "count_usage",
-    "source_of",
 ]
 
 # Room left in the model's window for the system prompt, the question and message framing.
 PROMPT_OVERHEAD_TOKENS = 400
 # The context is never cut below this many tokens, however small the window.
 MIN_CONTEXT_TOKENS = 200
-# Tokens tiktoken cannot see per chat message (role and separators), when the API reports none.
-TOKENS_PER_MESSAGE = 4
 
 
 @dataclass(slots=True)
@@ -364,42 +360,6 @@ def _abstain(
     timings["total"] = time.perf_counter() - t_all
     answer.timings = _round(timings)
     return answer
-
-
-def count_usage(
-    settings: Settings, model: str, messages: list[dict[str, str]], completion: Completion
-) -> Usage:
-    """Tokens (from the API, else counted with tiktoken) and cost per settings.prices."""
-    if completion.prompt_tokens is not None and completion.completion_tokens is not None:
-        prompt, out, by = completion.prompt_tokens, completion.completion_tokens, "api"
-    else:
-        prompt = sum(
-            count_tokens(m["content"], settings.tokenizer) + TOKENS_PER_MESSAGE for m in messages
-        )
-        out, by = count_tokens(completion.text, settings.tokenizer), "tiktoken"
-    price_in, price_out = settings.prices.get(model, (0.0, 0.0))
-    cost = (prompt * price_in + out * price_out) / 1_000_000
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=out,
-        total_tokens=prompt + out,
-        cost_usd=round(cost, 6),
-        counted_by=by,  # type: ignore[arg-type]
-    )
-
-
-def source_of(r: ScoredPaper) -> Source:
-    return Source(
-        paper_id=r.paper.id,
-        title=r.paper.title,
-        year=r.paper.year,
-        url=r.paper.url,
-        authors=r.paper.authors,
-        rank=r.rank,
-        score=round(r.score, 6),
-        dense=None if r.dense is None else round(r.dense, 6),
-        bm25=None if r.bm25 is None else round(r.bm25, 6),
-    )
 
 
 def _round(timings: dict[str, float]) -> dict[str, float]:
