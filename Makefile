@@ -43,12 +43,13 @@ typecheck: install-dev
 test: install-dev lint typecheck eval-gate
 	$(BIN)/pytest -q
 
-# The quality gate: the sample set in extractive mode must keep retrieval recall@5 and
-# citation validity (baseline: eval/reports/sample-extractive).
+# The quality gate: the sample set in extractive mode must keep retrieval recall@5, citation
+# validity, citation precision and abstention recall (baseline: eval/reports/sample-extractive).
 EVAL_TMP ?= $(shell mktemp -d)
 eval-gate: install
 	RAG_PAPERS_DATA_DIR=$(EVAL_TMP) $(BIN)/rag-papers eval run eval/datasets/sample.jsonl \
-		--out $(EVAL_TMP)/run -j 2 --fail-under recall@5=0.95 --fail-under citation_validity=1.0
+		--out $(EVAL_TMP)/run -j 2 --fail-under recall@5=0.95 --fail-under citation_validity=1.0 \
+		--fail-under citation_precision=0.85 --fail-under abstention_recall=0.75
 
 test-fast: install-dev
 	$(BIN)/pytest -q -x -m "not slow and not llm"
