@@ -652,11 +652,9 @@ def test_thresholds_parse_and_check_per_type() -> None:
 
 # --- BEIR ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_beir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
     """60 SciFact abstracts (every gold doc of 8 test queries plus fillers) in BEIR layout."""
-    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "beir"
-    if not src.is_dir():
-        pytest.fail(f"missing {src}")
+    src = shared_dir / "datasets" / "scifact" / "beir"
     out = tmp_path_factory.mktemp("tinybeir") / "scifact-tiny"
     (out / "qrels").mkdir(parents=True)
     with (src / "qrels" / "test.tsv").open() as fh:
