@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from rag_papers.core.text import STOPWORDS, split_sentences, words
 
@@ -29,11 +29,11 @@ __all__ = [
     "Evidence",
     "ask_answered",
     "asks_for_one_paper",
-    "asks_many_papers",
     "assess",
     "common_words",
     "content_terms",
     "has_number",
+    "papers_asked_for",
     "parse_ask",
     "stem_terms",
     "unseen_terms",
@@ -223,25 +223,29 @@ def assess(
     return Evidence(ask=ask, ask_answered=answered, unseen=tuple(unseen))
 
 
-_ONE_PAPER = re.compile(
-    r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?:paper|work|study|method|approach|framework|"
-    r"model|system|technique|benchmark|dataset)\b(?!s)",
+# "Which paper ...", "what method ...", "which papers ...": the noun says how many papers the
+# user expects. Declared once: the gate and the extractive answerer both read it.
+_WHICH = re.compile(
+    r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?P<noun>papers?|works?|stud(?:y|ies)|methods?|"
+    r"approach(?:es)?|frameworks?|models?|systems?|techniques?|benchmarks?|datasets?)\b"
+    r"|\bname the (?P<named>paper)\b",
     re.I,
 )
-
-
-_MANY_PAPERS = re.compile(
-    r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,2}?(?:papers|works|studies)\b", re.I
+_SINGULAR = frozenset(
+    "paper work study method approach framework model system technique benchmark dataset".split()
 )
+
+
+def papers_asked_for(question: str) -> Literal["one", "many"] | None:
+    """'one' for "which paper/method ...", 'many' for "which papers/methods ...", None when
+    the question does not ask for papers by name."""
+    m = _WHICH.search(question)
+    if m is None:
+        return None
+    noun = (m["noun"] or m["named"]).lower()
+    return "one" if noun in _SINGULAR else "many"
 
 
 def asks_for_one_paper(question: str) -> bool:
     """'Which paper/method ...' (singular): the user expects one paper to stand out."""
-    if asks_many_papers(question):
-        return False
-    return bool(_ONE_PAPER.search(question))
-
-
-def asks_many_papers(question: str) -> bool:
-    """'Which papers/works/studies ...' (plural)."""
-    return bool(_MANY_PAPERS.search(question))
+    return papers_asked_for(question) == "one"

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag_papers.answering.contract import ABSTAIN_PHRASE
-from rag_papers.answering.evidence import asks_for_one_paper
+from rag_papers.answering.evidence import papers_asked_for
 from rag_papers.core.text import split_sentences
 
 if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["ExtractiveOptions", "asks_which_paper", "extractive_answer", "leans_on_previous"]
+__all__ = ["ExtractiveOptions", "extractive_answer", "leans_on_previous"]
 
 _LEANING_OPENER = re.compile(
     r"^(?:this|these|those|such|it|its|they|their|them|both|thus|hence|therefore|however|"
@@ -47,23 +47,12 @@ _LEANING_PHRASE = re.compile(
     r"techniques?|settings?|tasks?|findings?|results?|observations?|works?|gaps?|shortcomings?)\b",
     re.I,
 )
-_WHICH_PAPER = re.compile(
-    r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?:papers?|works?|stud(?:y|ies)|methods?|"
-    r"approach(?:es)?|frameworks?|models?|systems?|techniques?|benchmarks?|datasets?)\b|"
-    r"\bname the paper",
-    re.I,
-)
 
 
 def leans_on_previous(sentence: str) -> bool:
     """True when the sentence cannot stand alone: it opens with a reference back
     ("This approach", "However") or names "such issues" it does not define."""
     return bool(_LEANING_OPENER.match(sentence.strip()) or _LEANING_PHRASE.search(sentence))
-
-
-def asks_which_paper(question: str) -> bool:
-    """'Which paper/method/framework ...': the answer should name the paper(s)."""
-    return bool(_WHICH_PAPER.search(question))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +103,8 @@ def extractive_answer(
     if options.min_similarity is not None and best < options.min_similarity:
         return ABSTAIN_PHRASE
 
-    one = asks_for_one_paper(question)
+    asked = papers_asked_for(question)
+    one = asked == "one"
     margin = options.one_paper_margin if one else options.paper_margin
     per_paper = options.per_paper
     floor = options.min_sentence_similarity if options.min_sentence_similarity is not None else -1.0
@@ -162,7 +152,7 @@ def extractive_answer(
         count += len(group)
 
     order = [lead, *sorted(i for i in picked if i != lead and picked[i])]
-    naming = asks_which_paper(question)
+    naming = asked is not None
     parts: list[str] = []
     for i in order:
         marker = f"[{i + 1}]"
