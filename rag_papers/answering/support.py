@@ -92,34 +92,36 @@ def check_support(
             best = max(best, 0.9 * len(claim_words & all_words) / len(claim_words))
         v.score = best
         pending.append((v, source_sentences))
-    # Embeddings only for what lexical overlap did not already settle (quotes need none).
+    # One embedding batch: the claims lexical overlap did not settle (quotes need none) with
+    # their source sentences, and, to judge relevance, every claim against the question.
     to_embed = [(v, ss) for v, ss in pending if v.score < threshold]
-    if embedder is not None and to_embed:
+    relevance = question_vector is not None and relevance_threshold is not None
+    if embedder is not None and (to_embed or (relevance and pending)):
         texts = [v.text for v, _ in to_embed]
         flat = [s for _, ss in to_embed for s in ss]
-        vectors = embedder.embed_documents(texts + flat)
-        claim_vecs, src_vecs = vectors[: len(texts)], vectors[len(texts) :]
+        bare = [_bare(v.text) for v, _ in pending] if relevance else []
+        vectors = embedder.embed_documents(texts + flat + bare)
+        claim_vecs = vectors[: len(texts)]
+        src_vecs = vectors[len(texts) : len(texts) + len(flat)]
         pos = 0
         for i, (v, ss) in enumerate(to_embed):
             sims = src_vecs[pos : pos + len(ss)] @ claim_vecs[i]
             pos += len(ss)
             if len(sims):
                 v.score = max(v.score, float(np.max(sims)))
-    for v, _ in pending:
+        on_topic = vectors[len(texts) + len(flat) :] @ question_vector if bare else []
+    else:
+        on_topic = []
+    for i, (v, _) in enumerate(pending):
         v.score = round(v.score, 4)
         v.supported = v.score >= threshold
         v.reason = "supported" if v.supported else f"weak overlap ({v.score:.2f} < {threshold})"
-    if question_vector is not None and relevance_threshold is not None and embedder is not None:
-        grounded = [v for v, _ in pending if v.supported]
-        if grounded:
-            sims = embedder.embed_documents([_bare(v.text) for v in grounded]) @ question_vector
-            for v, sim in zip(grounded, sims, strict=True):
-                if float(sim) < relevance_threshold:
-                    v.supported = False
-                    v.reason = (
-                        f"does not bear on the question (similarity {float(sim):.2f} "
-                        f"< {relevance_threshold})"
-                    )
+        if v.supported and len(on_topic) and float(on_topic[i]) < (relevance_threshold or 0.0):
+            v.supported = False
+            v.reason = (
+                f"does not bear on the question (similarity {float(on_topic[i]):.2f} "
+                f"< {relevance_threshold})"
+            )
     return verdicts
 
 
