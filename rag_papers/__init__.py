@@ -23,6 +23,7 @@ _EXPORTS = {
     "SessionSource": "rag_papers.engine.conversation",
     "CancelToken": "rag_papers.engine.streaming",
     "AnswerCancelled": "rag_papers.engine.streaming",
+    "RagPapersError": "rag_papers.core.errors",
     "Settings": "rag_papers.core.settings",
     "SettingsError": "rag_papers.core.settings",
     "load_settings": "rag_papers.core.settings",
@@ -83,6 +84,7 @@ __all__ = [
     "Paper",
     "PaperPage",
     "PaperQA",
+    "RagPapersError",
     "Rejected",
     "ScoredPaper",
     "SentenceVerdict",
@@ -118,6 +120,7 @@ if TYPE_CHECKING:
         answer_label,
     )
     from rag_papers.answering.llms import LLMError
+    from rag_papers.core.errors import RagPapersError
     from rag_papers.core.papers import Paper, format_authors, format_reference
     from rag_papers.core.settings import (
         PRESETS,

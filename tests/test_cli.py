@@ -481,8 +481,20 @@ def test_render_papers_abbreviates_authors() -> None:
     assert "3. T (2024)" in out and "A, B, C et al." in out and "showing 3–3 of 9" in out
 
 
-def test_user_errors_are_recognised_by_name_and_package() -> None:
-    from rag_papers import LLMError, SettingsError
+def test_user_errors_are_the_library_error_base() -> None:
+    from rag_papers import (
+        IndexMismatchError,
+        LLMError,
+        LoaderError,
+        RagPapersError,
+        SettingsError,
+        StoreUnavailableError,
+    )
+    from rag_papers.answering.prompts import PromptError
+
+    for cls in (SettingsError, LLMError, LoaderError, IndexMismatchError, StoreUnavailableError):
+        assert issubclass(cls, RagPapersError) and is_user_error(cls("x"))
+    assert is_user_error(PromptError("x"))
 
     assert is_user_error(SettingsError("x")) and is_user_error(LLMError("x"))
     assert is_user_error(CLIError("x"))

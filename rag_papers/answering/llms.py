@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rag_papers.core.errors import RagPapersError
 from rag_papers.core.specs import parse_llm_spec
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ __all__ = [
 Message = dict[str, str]
 
 
-class LLMError(RuntimeError):
+class LLMError(RagPapersError, RuntimeError):
     """A backend that could not produce an answer; the message names the endpoint or file."""
 
 

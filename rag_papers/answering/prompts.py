@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from rag_papers.core.errors import RagPapersError
+
 __all__ = ["PROMPT_VARIABLES", "Prompt", "PromptError", "load_prompt"]
 
 # The variables each prompt must use, no more and no fewer: checked at load time.
@@ -18,7 +20,7 @@ PROMPT_VARIABLES: dict[str, frozenset[str]] = {
 }
 
 
-class PromptError(ValueError):
+class PromptError(RagPapersError, ValueError):
     """A prompt file that is missing or uses the wrong variables."""
 
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from rag_papers import PaperQA, Settings
 
 __all__ = [
-    "USER_ERRORS",
     "CLIError",
     "State",
     "current_state",
@@ -33,28 +32,11 @@ class CLIError(Exception):
     """A usage problem found by the CLI itself (unknown paper id, missing component)."""
 
 
-# Exceptions that mean "the user must change something", by class name, when raised by
-# rag_papers. Matched on the exception's MRO: no import is needed to check, and the test
-# holds wherever the library keeps the class.
-USER_ERRORS = frozenset(
-    {
-        "CLIError",
-        "SettingsError",
-        "LoaderError",
-        "IndexMismatchError",
-        "StoreUnavailableError",
-        "LLMError",
-        "PromptError",
-    }
-)
-
-
 def is_user_error(exc: BaseException) -> bool:
     """True for an error a user can fix (bad settings, file, index, LLM, prompt, usage)."""
-    return any(
-        cls.__name__ in USER_ERRORS and cls.__module__.startswith("rag_papers.")
-        for cls in type(exc).__mro__
-    )
+    from rag_papers import RagPapersError  # light: the error base loads nothing else
+
+    return isinstance(exc, CLIError | RagPapersError)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag_papers.core.errors import RagPapersError
 from rag_papers.core.specs import Mode, parse_llm_spec
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 PRESETS = ("offline", "openai", "ollama", "llamacpp", "scifact")
 
 
-class SettingsError(ValueError):
+class SettingsError(RagPapersError, ValueError):
     """A config file, preset or value that cannot be used; the message says which and why."""
 
 

@@ -109,7 +109,9 @@ class PaperQA:
     @property
     def location(self) -> str:
         """Where the index lives: a Chroma server URL or a local folder."""
-        return self.settings.chroma_url or str(self.settings.resolved_index_dir / "chroma")
+        from rag_papers.store.paths import store_location
+
+        return store_location(self.settings)
 
     def backend(self, spec: str | None = None) -> LLMBackend | None:
         """The answer backend for ``spec`` (default settings.llm); None means extractive."""
@@ -186,7 +188,7 @@ class PaperQA:
 
         if self._index is not None:
             return nullcontext(self._index.catalog)
-        from rag_papers.store.index import catalog_path
+        from rag_papers.store.paths import catalog_path
 
         path = catalog_path(self.settings)
         if not self.settings.chroma_url and path.is_file():

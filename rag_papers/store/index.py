@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from rag_papers.core.env import prepare_environment
+from rag_papers.core.errors import RagPapersError
 from rag_papers.core.papers import Paper
 from rag_papers.ingest.chunking import Chunk, chunk_paper, chunker_id, metadata_to_paper
 from rag_papers.store.catalog import Catalog
 from rag_papers.store.lexical import BM25Sidecar
+from rag_papers.store.paths import catalog_path, store_location
 from rag_papers.store.report import IngestReport, load_files
 
 if TYPE_CHECKING:
@@ -39,16 +41,17 @@ __all__ = [
     "StoreUnavailableError",
     "catalog_path",
     "load_files",
+    "store_location",
 ]
 
 FORMAT_VERSION = 1
 
 
-class IndexMismatchError(RuntimeError):
+class IndexMismatchError(RagPapersError, RuntimeError):
     """The stored index was built with other embedding/chunking settings."""
 
 
-class StoreUnavailableError(RuntimeError):
+class StoreUnavailableError(RagPapersError, RuntimeError):
     """The Chroma server cannot be reached."""
 
 
@@ -58,11 +61,6 @@ class DenseHit:
     paper_id: str
     score: float  # cosine similarity
     text: str
-
-
-def catalog_path(settings: Settings) -> Path:
-    """Where the local catalog of an embedded index lives (read without opening Chroma)."""
-    return settings.resolved_index_dir / "sidecar" / settings.collection / "catalog.sqlite"
 
 
 class PaperIndex:
@@ -92,7 +90,7 @@ class PaperIndex:
     # --- lifecycle ----------------------------------------------------------------------
     @property
     def location(self) -> str:
-        return self.settings.chroma_url or str(self.root / "chroma")
+        return store_location(self.settings)
 
     @property
     def embedder(self) -> Embedder:

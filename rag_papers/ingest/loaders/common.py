@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from rag_papers.core.errors import RagPapersError
 from rag_papers.core.papers import Paper
 from rag_papers.core.specs import FORMATS
 
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class LoaderError(Exception):
+class LoaderError(RagPapersError):
     """A whole file cannot be loaded (missing, unreadable, unknown or undetectable format)."""
 
 
