@@ -15,6 +15,8 @@ __all__ = [
     "EXTRACTIVE_LABEL",
     "Answer",
     "Citation",
+    "DroppedClaim",
+    "Quote",
     "SentenceVerdict",
     "Source",
     "Usage",
@@ -49,6 +51,24 @@ class Source(BaseModel):
     marker: int | None = None
 
 
+class Quote(BaseModel):
+    """A verified quote: ``text`` is ``source[start:end]`` of the paper's title or abstract."""
+
+    marker: int
+    paper_id: str
+    field: Literal["abstract", "title"] = "abstract"
+    start: int
+    end: int
+    text: str
+
+
+class DroppedClaim(BaseModel):
+    """A grounded claim that was not shown: none of its quotes was found in the sources."""
+
+    text: str
+    reason: str
+
+
 class SentenceVerdict(BaseModel):
     text: str
     markers: list[int] = Field(default_factory=list)
@@ -56,6 +76,7 @@ class SentenceVerdict(BaseModel):
     supported: bool = False
     score: float = 0.0
     reason: str = ""
+    quotes: list[Quote] = Field(default_factory=list)  # grounded answers: the verified quotes
 
 
 class Usage(BaseModel):
@@ -79,6 +100,9 @@ class Answer(BaseModel):
     abstained: bool = False
     abstain_reason: str | None = None
     removed_markers: list[int] = Field(default_factory=list)
+    grounded: bool = False  # claims with verified quotes (answer_style 'grounded')
+    dropped_claims: list[DroppedClaim] = Field(default_factory=list)
+    truncated: bool = False  # the model stopped at max_tokens: the answer may be cut off
     usage: Usage = Field(default_factory=Usage)
     timings: dict[str, float] = Field(default_factory=dict)
     settings_fingerprint: str = ""

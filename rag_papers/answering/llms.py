@@ -43,12 +43,41 @@ class Completion:
 class LLMBackend(Protocol):
     model_id: str
     context_window: int
+    # answer_style 'auto' picks grounded answers for this backend (small or unknown models).
+    prefers_grounded: bool
 
     def complete(
-        self, messages: list[Message], *, on_delta: Callable[[str], None] | None = None
+        self,
+        messages: list[Message],
+        *,
+        on_delta: Callable[[str], None] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
-        """Generate; when ``on_delta`` is given, stream text pieces to it as they arrive."""
+        """Generate; when ``on_delta`` is given, stream text pieces to it as they arrive.
+        With ``schema``, ask for JSON that matches it (as far as the backend can)."""
         ...
+
+
+# How to ask an OpenAI-compatible server for JSON matching a schema, most standard first:
+# OpenAI, vLLM, llama.cpp's llama-server and Ollama take 'json_schema'; llama-cpp-python's
+# server takes 'json_object' with a 'schema'; anything else gets a plain request and the
+# tolerant parser.
+def _json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "grounded_answer", "schema": schema, "strict": True},
+    }
+
+
+def _json_object_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_object", "schema": schema}
+
+
+_SCHEMA_FORMATS: tuple[Callable[[dict[str, Any]], dict[str, Any]] | None, ...] = (
+    _json_schema_format,
+    _json_object_format,
+    None,
+)
 
 
 class OpenAIBackend:
@@ -74,6 +103,8 @@ class OpenAIBackend:
         from openai import OpenAI
 
         self.model_id = model
+        self.prefers_grounded = base_url is not None
+        self._format_choice = 0  # index into _SCHEMA_FORMATS: the first the server took
         self.base_url = base_url or "https://api.openai.com/v1"
         self.context_window = context_window or (128_000 if base_url is None else 4096)
         self.temperature = temperature
@@ -90,11 +121,17 @@ class OpenAIBackend:
         )
 
     def complete(
-        self, messages: list[Message], *, on_delta: Callable[[str], None] | None = None
+        self,
+        messages: list[Message],
+        *,
+        on_delta: Callable[[str], None] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
         import openai
 
         try:
+            if schema is not None:
+                return self._structured(messages, schema)
             if on_delta is None:
                 response = self._client.chat.completions.create(
                     model=self.model_id,
@@ -119,6 +156,37 @@ class OpenAIBackend:
             raise LLMError(f"LLM server {self.base_url} timed out") from None
         except openai.APIConnectionError as exc:
             raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") from None
+
+    def _structured(self, messages: list[Message], schema: dict[str, Any]) -> Completion:
+        """A JSON reply, trying the schema formats in turn; the first the server accepts is
+        remembered. A 400/422 naming response_format moves on to the next."""
+        import openai
+
+        while True:
+            make = _SCHEMA_FORMATS[self._format_choice]
+            extra = {"response_format": make(schema)} if make else {}
+            try:
+                response = self._client.chat.completions.create(  # type: ignore[call-overload]
+                    model=self.model_id,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    **extra,
+                )
+            except openai.APIStatusError as exc:
+                refused = exc.status_code in (400, 422) and "response_format" in str(exc.body)
+                if make is None or not refused:
+                    raise
+                self._format_choice += 1
+                continue
+            choice = response.choices[0]
+            usage = response.usage
+            return Completion(
+                text=choice.message.content or "",
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                finish_reason=choice.finish_reason,
+            )
 
     def _stream(self, messages: list[Message], on_delta: Callable[[str], None]) -> Completion:
         stream = self._client.chat.completions.create(  # type: ignore[call-overload]
@@ -185,6 +253,7 @@ class GGUFBackend:
                 "llm=gguf:... needs llama-cpp-python: pip install 'rag-papers[local]'"
             ) from None
         self.model_id = f"gguf:{path.name}"
+        self.prefers_grounded = True
         self.context_window = context_window or 4096
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -196,15 +265,22 @@ class GGUFBackend:
             raise LLMError(f"cannot load gguf model {path}: {exc}") from None
 
     def complete(
-        self, messages: list[Message], *, on_delta: Callable[[str], None] | None = None
+        self,
+        messages: list[Message],
+        *,
+        on_delta: Callable[[str], None] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
+        # llama.cpp turns the schema into a grammar: the reply cannot leave it.
+        extra = {"response_format": _json_object_format(schema)} if schema else {}
         result = self._llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             temperature=self.temperature,
             max_tokens=self.max_tokens,
-            stream=on_delta is not None,
+            stream=on_delta is not None and schema is None,
+            **extra,  # type: ignore[arg-type]
         )
-        if on_delta is not None:
+        if on_delta is not None and schema is None:
             out = _collect(iter(result), on_delta)  # type: ignore[arg-type]
             return out  # token counts are filled in by the engine with tiktoken
         choice = result["choices"][0]  # type: ignore[index]

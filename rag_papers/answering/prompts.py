@@ -17,6 +17,8 @@ PROMPT_VARIABLES: dict[str, frozenset[str]] = {
     "system": frozenset({"abstain_phrase"}),
     "answer": frozenset({"sources", "question"}),
     "condense": frozenset({"history", "question"}),
+    "grounded_system": frozenset(),
+    "grounded": frozenset({"sources", "question"}),
 }
 
 

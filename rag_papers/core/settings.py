@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_papers.core.errors import RagPapersError
-from rag_papers.core.specs import Mode, parse_llm_spec
+from rag_papers.core.specs import AnswerStyle, Mode, parse_llm_spec
 
 __all__ = [
     "PRESETS",
@@ -51,6 +51,12 @@ _FINGERPRINT_EXCLUDE = {
     "ingest_batch_papers",
     "auto_ingest_sample",
     "embed_batch_size",
+    "server_min_key_chars",
+    "ingest_roots",
+    "max_ingest_file_bytes",
+    "ingest_queue_size",
+    "allowed_llms",
+    "llm_cache_size",
 }
 
 
@@ -137,6 +143,12 @@ class Settings(BaseSettings):
         default="extractive",
         description="'extractive' (no LLM), 'openai:MODEL' (OpenAI or any OpenAI-compatible "
         "server, see openai_base_url) or 'gguf:PATH' (local file, needs the 'local' extra).",
+    )
+    answer_style: AnswerStyle = Field(
+        default="auto",
+        description="LLM answers: 'grounded' (claims with verbatim quotes, each checked "
+        "against its abstract), 'free' (prose with [n]) or 'auto' (grounded for gguf "
+        "models and OpenAI-compatible servers, free for OpenAI itself).",
     )
     openai_base_url: str | None = Field(
         default=None,
@@ -257,7 +269,34 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=20_000_000, description="Largest HTTP request body.")
     max_question_chars: int = Field(default=2000, description="Longest question accepted.")
-    max_k: int = Field(default=50, description="Largest k a request may ask for.")
+    max_k: int = Field(default=50, ge=1, le=1000, description="Largest k a request may ask for.")
+    server_min_key_chars: int = Field(
+        default=16, ge=1, description="Shortest server_api_key the server starts with."
+    )
+    ingest_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders the server may ingest from by path (POST /v1/ingest with 'path'); "
+        "none by default: the server ingests uploads only.",
+    )
+    max_ingest_file_bytes: int = Field(
+        default=200_000_000, ge=1, description="Largest file one ingest reads (upload or path)."
+    )
+    ingest_queue_size: int = Field(
+        default=4, ge=1, le=1000, description="Server ingest jobs waiting at most; more get 429."
+    )
+    allowed_llms: list[str] = Field(
+        default_factory=list,
+        description="LLM specs an HTTP client may ask for besides the configured llm and "
+        "'extractive'; empty: only those two.",
+    )
+    llm_cache_size: int = Field(
+        default=4, ge=1, le=64, description="LLM backends kept open at once (least recent go)."
+    )
+    max_abstract_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Longest abstract ingested; longer records are reported and skipped.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

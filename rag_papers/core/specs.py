@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 __all__ = [
+    "ANSWER_STYLES",
     "FORMATS",
     "LLM_SPEC_HELP",
     "MODES",
     "QUESTION_TYPES",
+    "AnswerStyle",
     "Format",
     "LLMSpec",
     "Mode",
@@ -21,6 +23,11 @@ __all__ = [
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+
+# How an LLM answers: 'grounded' (JSON claims with verbatim quotes, checked in code), 'free'
+# (prose with [n] markers) or 'auto' (grounded for local models and compatible servers).
+AnswerStyle = Literal["auto", "grounded", "free"]
+ANSWER_STYLES: tuple[AnswerStyle, ...] = get_args(AnswerStyle)
 
 Format = Literal["hf", "json", "jsonl", "csv", "bibtex", "atom", "beir"]
 FORMATS: tuple[Format, ...] = get_args(Format)

@@ -16,6 +16,14 @@ from rag_papers.answering.context import build_context, source_of
 from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Usage
 from rag_papers.answering.evidence import Evidence, asks_for_one_paper, assess
 from rag_papers.answering.extractive import ExtractiveOptions, extractive_answer
+from rag_papers.answering.grounded import (
+    Grounding,
+    SourceText,
+    grounded_schema,
+    parse_grounded,
+    render_claims,
+    verify_claims,
+)
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.answering.usage import count_usage
@@ -92,6 +100,8 @@ class Generated:
     raw: str
     usage: Usage = field(default_factory=Usage)
     abstain_reason: str | None = None
+    grounding: Grounding | None = None  # grounded answers: verified claims, dropped ones
+    truncated: bool = False  # the model hit max_tokens
 
 
 class AnswerPipeline:
@@ -105,6 +115,16 @@ class AnswerPipeline:
     @property
     def model(self) -> str:
         return self.backend.model_id if self.backend else "extractive"
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the LLM answers as claims with verbatim quotes (settings.answer_style)."""
+        if self.backend is None:
+            return False
+        style = self.settings.answer_style
+        return style == "grounded" or (
+            style == "auto" and getattr(self.backend, "prefers_grounded", False)
+        )
 
     # --- 1. retrieve ------------------------------------------------------------------------
     def retrieve(
@@ -195,6 +215,8 @@ class AnswerPipeline:
     ) -> Generated:
         if self.backend is None:
             return self._extract(retrieved, context, on_delta)
+        if self.grounded:
+            return self._ground(retrieved, context, on_delta)
         s = self.settings
         system = load_prompt("system", s.prompts.get("system")).render(
             abstain_phrase=ABSTAIN_PHRASE
@@ -214,9 +236,58 @@ class AnswerPipeline:
         completion = self.backend.complete(messages, on_delta=sink)
         if on_delta is not None and (rest := flt.flush()):
             on_delta(rest)
-        out = Generated(raw=completion.text, usage=count_usage(s, self.model, messages, completion))
+        out = Generated(
+            raw=completion.text,
+            usage=count_usage(s, self.model, messages, completion),
+            truncated=completion.finish_reason == "length",
+        )
         if is_abstention(completion.text):
             out.abstain_reason = "the model said the sources do not answer it"
+        return out
+
+    def _ground(
+        self,
+        retrieved: Retrieved,
+        context: Context,
+        on_delta: Callable[[str], None] | None,
+    ) -> Generated:
+        """Claims with quotes as JSON; only claims with a quote found in its source stay.
+        Nothing streams until the quotes are checked: the verified prose goes out at once."""
+        assert self.backend is not None
+        s = self.settings
+        system = load_prompt("grounded_system", s.prompts.get("grounded_system")).render()
+        user = load_prompt("grounded", s.prompts.get("grounded")).render(
+            sources=context.text, question=retrieved.query
+        )
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        schema = grounded_schema(len(context.shown))
+        completion = self.backend.complete(messages, schema=schema)
+        reply = parse_grounded(completion.text)
+        sources = [
+            SourceText(m, item.paper.id, item.paper.title, item.paper.abstract)
+            for m, item in enumerate(context.shown, start=1)
+        ]
+        grounding = verify_claims(reply, sources)
+        out = Generated(
+            raw=render_claims(grounding.claims),
+            usage=count_usage(s, self.model, messages, completion),
+            grounding=grounding,
+            truncated=completion.finish_reason == "length",
+        )
+        if not reply.answerable or not reply.claims:
+            out.abstain_reason = (
+                f"the model's reply could not be read: {reply.problem}"
+                if reply.problem and not reply.claims
+                else "the model said the sources do not answer it"
+            )
+        elif not grounding.claims:
+            n = len(reply.claims)
+            out.abstain_reason = (
+                f"none of the model's {n} claim{'s' if n != 1 else ''} had a quote "
+                "found in the abstracts"
+            )
+        elif on_delta is not None:
+            on_delta(out.raw)
         return out
 
     def _extract(
@@ -273,14 +344,25 @@ class AnswerPipeline:
         sources_text = {
             i: f"{item.paper.title}. {item.paper.abstract}" for i, item in enumerate(shown, 1)
         }
+        grounding = generated.grounding
+        # A grounded answer is judged claim by claim: each rendered claim is one verdict.
+        sentences = (
+            [(render_claims([claim]), [q.marker for q in claim[1]]) for claim in grounding.claims]
+            if grounding is not None
+            else split_answer(text)
+        )
         answer.sentences = check_support(
-            split_answer(text),
+            sentences,
             sources_text,
             threshold=self.settings.support_threshold,
             embedder=self.index.embedder,
             question_vector=question_vector,
             relevance_threshold=self.settings.relevance_threshold,
         )
+        if grounding is not None:
+            for verdict, (_, quotes) in zip(answer.sentences, grounding.claims, strict=True):
+                verdict.markers = list(dict.fromkeys(verdict.markers))
+                verdict.quotes = quotes
         claims = [v for v in answer.sentences if v.claim]
         answer.claims = len(claims)
         answer.supported = sum(v.supported for v in claims)
@@ -330,10 +412,15 @@ class AnswerPipeline:
 
         generated = self.generate(retrieved, context, on_delta=on_delta)
         answer.usage = generated.usage
+        answer.truncated = generated.truncated
+        if generated.grounding is not None:
+            answer.grounded = True
+            answer.dropped_claims = generated.grounding.dropped
         lap("generate")
         if generated.abstain_reason:
-            # The extractive gate has not written anything yet; a model's own phrase has.
-            streamed = self.backend is not None
+            # The extractive and grounded answerers have not written anything yet; a
+            # free-text model's own phrase has.
+            streamed = self.backend is not None and generated.grounding is None
             return _abstain(
                 answer, generated.abstain_reason, None if streamed else on_delta, timings, t_all
             )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PaperPage", "PaperQA", "sample_corpus_path"]
 
-PROMPT_NAMES = ("system", "answer", "condense")
+PROMPT_NAMES = ("system", "answer", "condense", "grounded_system", "grounded")
 SAMPLE_PAPERS = 84  # in the bundled sample corpus
 
 
