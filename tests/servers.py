@@ -255,6 +255,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     piece: int = 3  # characters per SSE delta: markers get split across deltas
     pause: float = 0.0  # seconds between SSE deltas: a slow model, for cancellation tests
+    finish_reason: str = "stop"  # "length": the model ran into max_tokens
 
 
 USAGE = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
@@ -305,7 +306,12 @@ class CannedServer:
             time.sleep(r.delay)
         if r.status != 200:
             payload = json.dumps(
-                {"error": {"message": f"canned failure {r.status}", "type": "server_error"}}
+                {
+                    "error": {
+                        "message": r.text or f"canned failure {r.status}",
+                        "type": "server_error",
+                    }
+                }
             ).encode()
             h.send_response(r.status)
             for k, v in {"Content-Type": "application/json", **r.headers}.items():
@@ -326,7 +332,7 @@ class CannedServer:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": r.text},
-                            "finish_reason": "stop",
+                            "finish_reason": r.finish_reason,
                         }
                     ],
                     **({"usage": USAGE} if r.usage else {}),
@@ -365,7 +371,7 @@ class CannedServer:
                 sent += 1
         finally:  # also when the client hung up (BrokenPipeError)
             self.stream_ends.put((sent, len(pieces)))
-        event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        event([{"index": 0, "delta": {}, "finish_reason": r.finish_reason}])
         if r.usage and (body.get("stream_options") or {}).get("include_usage"):
             event([], usage=USAGE)
         h.wfile.write(b"data: [DONE]\n\n")

@@ -207,6 +207,7 @@ def test_chat_session_renumbers_a_streamed_llm_answer(sample_settings: Settings)
                 index_dir=sample_settings.index_dir,
                 data_dir=sample_settings.data_dir,
                 llm="openai:canned-model",
+                answer_style="free",
                 openai_base_url=server.url,
                 top_k=3,
                 llm_max_retries=0,

@@ -45,6 +45,7 @@ MAX_TOKENS = 128  # SmolLM2 writes ~100 tokens/s on 2 cores
 # The CLI test uses the same values, so the server's prompt cache serves its identical prompt.
 SMOL_SETTINGS: dict[str, Any] = {
     "llm": "openai:smollm2",
+    "answer_style": "free",  # the prose path; grounded answers have their own tests
     "max_tokens": MAX_TOKENS,
     "prompt_budget": 900,
     "top_k": 4,
@@ -98,6 +99,7 @@ def _qa(sample_settings: Settings, url: str, **overrides: Any) -> PaperQA:
         "index_dir": sample_settings.index_dir,
         "data_dir": sample_settings.data_dir,
         "llm": "openai:canned-model",
+        "answer_style": "free",  # these scripts are prose; test_grounded.py has the JSON ones
         "openai_base_url": url,
         "max_tokens": MAX_TOKENS,
         "top_k": 3,  # so [7] is out of range whatever is retrieved
@@ -417,3 +419,15 @@ def test_gguf_missing_file_is_a_clear_error(sample_settings: Settings, tmp_path:
     settings = sample_settings.model_copy(update={"llm": f"gguf:{tmp_path / 'nope.gguf'}"})
     with pytest.raises(LLMError, match=r"gguf model file not found: .*nope\.gguf"):
         PaperQA(settings).ask(SELF_RAG_Q)
+
+
+def test_backend_cache_is_bounded(sample_settings: Settings, canned: CannedServer) -> None:
+    """Each distinct llm spec a client names costs a backend; only llm_cache_size are kept
+    (a server once grew by 1.2 GB for 1,500 names)."""
+    qa = _qa(sample_settings, canned.url, llm_cache_size=2)
+    a, b = qa.backend("openai:a"), qa.backend("openai:b")
+    assert qa.backend("openai:a") is a  # a is now the most recent
+    c = qa.backend("openai:c")  # evicts b
+    assert qa.backend("openai:a") is a and qa.backend("openai:c") is c
+    assert qa.backend("openai:b") is not b
+    assert canned.requests == []  # making a backend never calls the server

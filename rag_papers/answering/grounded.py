@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_papers.answering.contract import CITATION_PATTERN, DroppedClaim, Quote
+from rag_papers.answering.support import check_support
 
 __all__ = [
     "GroundedReply",
@@ -24,6 +25,7 @@ __all__ = [
     "SourceText",
     "grounded_schema",
     "parse_grounded",
+    "quote_overreaching_claims",
     "render_claims",
     "verify_claims",
     "verify_quote",
@@ -307,7 +309,8 @@ def verify_claims(reply: GroundedReply, sources: list[SourceText]) -> Grounding:
             quotes.extend(q for q in found if q not in quotes)
             if why:
                 reasons.append(why)
-        text = CITATION_PATTERN.sub("", claim.text).strip()
+        # Markers are ours to set (from the quotes): drop any the model wrote.
+        text = re.sub(r"\s{2,}", " ", CITATION_PATTERN.sub("", claim.text)).strip()
         if quotes:
             out.claims.append((text, quotes))
         else:
@@ -334,3 +337,27 @@ def render_claims(claims: list[tuple[str, list[Quote]]]) -> str:
         body = text.rstrip().rstrip(".!?;:,").rstrip()
         sentences.append(f"{body} {markers}.")
     return " ".join(sentences)
+
+
+def quote_overreaching_claims(
+    grounding: Grounding, sources: dict[int, str], *, threshold: float, embedder: Any
+) -> None:
+    """A verified quote under a claim that says more than its sources (a number they do not
+    hold, weak overlap) is shown itself instead of the claim: the reader gets what the
+    paper says, and the model's wording goes to ``dropped`` with the reason."""
+    if not grounding.claims:
+        return
+    verdicts = check_support(
+        [(render_claims([c]), [q.marker for q in c[1]]) for c in grounding.claims],
+        sources,
+        threshold=threshold,
+        embedder=embedder,
+    )
+    for i, verdict in enumerate(verdicts):
+        if verdict.supported:
+            continue
+        text, quotes = grounding.claims[i]
+        quoted = " … ".join(q.text.strip() for q in quotes)
+        grounding.claims[i] = (f"\u201c{quoted[:1].upper()}{quoted[1:]}\u201d", quotes)
+        reason = f"said more than its quotes ({verdict.reason}): the quote is shown instead"
+        grounding.dropped.append(DroppedClaim(text=text, reason=reason))

@@ -5,6 +5,7 @@ The 'extractive' mode has no backend: the engine answers from the abstracts itse
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,8 @@ class OpenAIBackend:
 
     def _structured(self, messages: list[Message], schema: dict[str, Any]) -> Completion:
         """A JSON reply, trying the schema formats in turn; the first the server accepts is
-        remembered. A 400/422 naming response_format moves on to the next."""
+        remembered. An error naming response_format moves on to the next (400/422; 500
+        from llama-cpp-python's server, whose validation errors are 500s)."""
         import openai
 
         while True:
@@ -174,7 +176,8 @@ class OpenAIBackend:
                     **extra,
                 )
             except openai.APIStatusError as exc:
-                refused = exc.status_code in (400, 422) and "response_format" in str(exc.body)
+                said = f"{exc.message} {exc.body}"
+                refused = exc.status_code in (400, 422, 500) and "response_format" in said
                 if make is None or not refused:
                     raise
                 self._format_choice += 1
@@ -258,8 +261,16 @@ class GGUFBackend:
         self.temperature = temperature
         self.max_tokens = max_tokens
         try:
+            # Half the cores for prompt and generation alike: llama.cpp's batch default is
+            # every core, which on a shared small machine is several times slower.
+            threads = max(1, len(os.sched_getaffinity(0)) // 2)
             self._llm = Llama(
-                model_path=str(path), n_ctx=self.context_window, seed=seed, verbose=False
+                model_path=str(path),
+                n_ctx=self.context_window,
+                seed=seed,
+                verbose=False,
+                n_threads=threads,
+                n_threads_batch=threads,
             )
         except Exception as exc:  # llama.cpp reports bad files as ValueError/RuntimeError
             raise LLMError(f"cannot load gguf model {path}: {exc}") from None

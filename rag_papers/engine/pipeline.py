@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
@@ -17,16 +16,17 @@ from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Citation, Usag
 from rag_papers.answering.evidence import Evidence, asks_for_one_paper, assess
 from rag_papers.answering.extractive import ExtractiveOptions, extractive_answer
 from rag_papers.answering.grounded import (
-    Grounding,
     SourceText,
     grounded_schema,
     parse_grounded,
+    quote_overreaching_claims,
     render_claims,
     verify_claims,
 )
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.answering.usage import count_usage
+from rag_papers.engine.steps import Context, Generated, Retrieved
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,74 +34,15 @@ if TYPE_CHECKING:
     from rag_papers.answering.llms import LLMBackend
     from rag_papers.core.settings import Settings
     from rag_papers.core.specs import Mode
-    from rag_papers.retrieval.retriever import Filters, ScoredPaper
+    from rag_papers.retrieval.retriever import Filters
     from rag_papers.store.index import PaperIndex
 
-__all__ = [
-    "AnswerPipeline",
-    "Context",
-    "Generated",
-    "Retrieved",
-]
+__all__ = ["AnswerPipeline", "Context", "Generated", "Retrieved"]
 
 # Room left in the model's window for the system prompt, the question and message framing.
 PROMPT_OVERHEAD_TOKENS = 400
 # The context is never cut below this many tokens, however small the window.
 MIN_CONTEXT_TOKENS = 200
-
-
-@dataclass(slots=True)
-class Retrieved:
-    """What retrieval found for one query, and the query's embedding (made once, on first
-    use: a BM25-only search never embeds the query)."""
-
-    query: str
-    results: list[ScoredPaper]
-    embed: Callable[[str], np.ndarray]
-    _vector: np.ndarray | None = None
-
-    @property
-    def vector(self) -> np.ndarray:
-        if self._vector is None:
-            self._vector = self.embed(self.query)
-        return self._vector
-
-    @property
-    def best_dense(self) -> float | None:
-        return max((r.dense for r in self.results if r.dense is not None), default=None)
-
-    @property
-    def branches_agree(self) -> bool:
-        """Dense and BM25 rank the same paper first (True when only one branch ran)."""
-        dense = [r for r in self.results if r.dense is not None]
-        lexical = [r for r in self.results if r.bm25 is not None]
-        if not dense or not lexical:
-            return True
-        top_dense = max(dense, key=lambda r: r.dense or 0.0)
-        top_lexical = max(lexical, key=lambda r: r.bm25 or 0.0)
-        return top_dense.paper.id == top_lexical.paper.id
-
-
-@dataclass(slots=True)
-class Context:
-    """The numbered sources shown to the answerer: marker n is ``shown[n - 1]``."""
-
-    text: str
-    shown: list[ScoredPaper]
-
-    def markers(self) -> dict[int, str]:
-        return {m: item.paper.id for m, item in enumerate(self.shown, start=1)}
-
-
-@dataclass(slots=True)
-class Generated:
-    """The answerer's raw text (markers already filtered when streamed), or why it abstained."""
-
-    raw: str
-    usage: Usage = field(default_factory=Usage)
-    abstain_reason: str | None = None
-    grounding: Grounding | None = None  # grounded answers: verified claims, dropped ones
-    truncated: bool = False  # the model hit max_tokens
 
 
 class AnswerPipeline:
@@ -268,6 +209,12 @@ class AnswerPipeline:
             for m, item in enumerate(context.shown, start=1)
         ]
         grounding = verify_claims(reply, sources)
+        quote_overreaching_claims(
+            grounding,
+            context.source_texts(),
+            threshold=s.support_threshold,
+            embedder=self.index.embedder,
+        )
         out = Generated(
             raw=render_claims(grounding.claims),
             usage=count_usage(s, self.model, messages, completion),
@@ -341,9 +288,7 @@ class AnswerPipeline:
             )
             for m in sorted(used)
         ]
-        sources_text = {
-            i: f"{item.paper.title}. {item.paper.abstract}" for i, item in enumerate(shown, 1)
-        }
+        sources_text = context.source_texts()
         grounding = generated.grounding
         # A grounded answer is judged claim by claim: each rendered claim is one verdict.
         sentences = (
