@@ -46,7 +46,7 @@ test: install-dev lint typecheck eval-gate
 # The quality gate: the sample set in extractive mode must keep retrieval recall@5, citation
 # validity, citation precision and abstention recall (baseline: eval/reports/sample-extractive).
 EVAL_TMP ?= $(shell mktemp -d)
-eval-gate: install
+eval-gate: install-dev
 	RAG_PAPERS_DATA_DIR=$(EVAL_TMP) $(BIN)/rag-papers eval run eval/datasets/sample.jsonl \
 		--out $(EVAL_TMP)/run -j 2 --fail-under recall@5=0.95 --fail-under citation_validity=1.0 \
 		--fail-under citation_precision=0.85 --fail-under abstention_recall=0.75

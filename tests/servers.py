@@ -398,5 +398,8 @@ def isolate_user_dirs(mp: Any, home: Path) -> None:
         "RAG_PAPERS_SERVER_API_KEY",
     ):
         mp.delenv(var, raising=False)
+    # The eval libraries' caches follow the data dir (core/env.py), never a developer's.
+    for var in ("IR_DATASETS_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR"):
+        mp.delenv(var, raising=False)
     mp.setenv("ORT_DISABLE_TELEMETRY", "1")
     mp.setenv("ANONYMIZED_TELEMETRY", "False")

@@ -160,7 +160,7 @@ def test_package_is_typed() -> None:
 def test_eval_is_mounted_lazily() -> None:
     proc = run_cli("eval", "--help")
     if importlib.util.find_spec("rag_papers.cli.eval") is None:
-        assert proc.returncode == 2
+        assert proc.returncode == 3
         assert "not available" in proc.stderr
     else:
         assert proc.returncode == 0, proc.stderr
@@ -227,16 +227,16 @@ def test_ingest_reports_rejections_then_skips_unchanged(tmp_path: Path, tiny_fil
     assert bad_year.returncode == 2 and "year range" in bad_year.stderr
 
 
-def test_unreadable_or_unknown_format_file_exits_2(tmp_path: Path) -> None:
+def test_unreadable_or_unknown_format_file_exits_3(tmp_path: Path) -> None:
     notes = tmp_path / "notes.xyz"
     notes.write_text("just some words\nwith no structure at all\n")
     proc = run_cli("--index-dir", tmp_path / "idx", "ingest", notes)
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # an input error
     assert "notes.xyz" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "idx").exists()  # nothing was written for a bad file
 
     missing = run_cli("--index-dir", tmp_path / "idx", "ingest", tmp_path / "absent.jsonl")
-    assert missing.returncode == 2 and "absent.jsonl" in missing.stderr
+    assert missing.returncode == 3 and "absent.jsonl" in missing.stderr
 
 
 def test_bad_field_mapping_is_a_usage_error(tmp_path: Path, tiny_file: Path) -> None:
@@ -264,7 +264,7 @@ def test_papers_list_show_and_stats(sample_settings: Settings) -> None:
     assert code == 0 and page["papers"][0]["title"] in text
 
     unknown = run_cli("--index-dir", idx, "papers", "show", "no-such-paper")
-    assert unknown.returncode == 2
+    assert unknown.returncode == 3
     assert "no paper with id no-such-paper" in unknown.stderr
 
     stats = run_cli("--index-dir", idx, "stats", "--json")
@@ -354,15 +354,15 @@ def test_ask_json_abstains_off_topic(sample_settings: Settings) -> None:
     assert answer.sources[0].title.split(":")[0] in text
 
 
-def test_bad_llm_spec_exits_2(sample_settings: Settings) -> None:
+def test_bad_llm_spec_or_missing_key_exits_3(sample_settings: Settings) -> None:
     idx = sample_settings.resolved_index_dir
     proc = run_cli("--index-dir", idx, "ask", SELF_RAG_Q, "--llm", "telepathy:v2")
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # configuration, not a failed service (4)
     # One line naming the spec and the grammar (rag_papers.LLM_SPEC_HELP), no traceback.
     assert f"llm 'telepathy:v2': expected {LLM_SPEC_HELP}" in proc.stderr
     assert "Traceback" not in proc.stderr
     no_key = run_cli("--index-dir", idx, "ask", SELF_RAG_Q, "--llm", "openai:gpt-4o-mini")
-    assert no_key.returncode == 2 and "API key" in no_key.stderr
+    assert no_key.returncode == 3 and "API key" in no_key.stderr
 
 
 # --- settings and errors ----------------------------------------------------------------------
@@ -387,17 +387,17 @@ def test_config_shows_sources_and_masks_secrets(tmp_path: Path) -> None:
 
 def test_settings_error_is_one_red_line_and_v_adds_traceback() -> None:
     proc = run_cli("--preset", "nope", "config")
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.strip().splitlines() == [
         "error: unknown preset 'nope'; choose one of offline, openai, ollama, llamacpp, scifact"
     ]
     verbose = run_cli("-v", "--preset", "nope", "config")
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.returncode == 3 and "Traceback" in verbose.stderr
 
 
 def test_serve_refuses_open_bind_without_key(sample_settings: Settings) -> None:
     proc = run_cli("--index-dir", sample_settings.resolved_index_dir, "serve", "--host", "0.0.0.0")
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert "without an API key" in proc.stderr
 
 

@@ -594,7 +594,7 @@ def test_run_cli_resumes_and_fail_under_exits_nonzero(
     malformed = runner.invoke(app, [*args, "--fail-under", "recall@5"])
     assert malformed.exit_code == 2
     missing = runner.invoke(app, ["run", str(tmp_path / "none.jsonl")])
-    assert missing.exit_code == 2 and "cannot read" in missing.output
+    assert missing.exit_code == 3 and "cannot read" in missing.output
 
 
 def test_compare_flags_regressions_direction_aware(

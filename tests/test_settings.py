@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,61 @@ def test_data_dir_default_is_isolated(tmp_path: Path) -> None:
     s = load_settings()
     assert "rag-papers" in str(s.resolved_index_dir)
     assert not str(s.resolved_index_dir).startswith(str(Path("/root/.local")))
+
+
+def test_bad_env_value_names_the_variable_and_the_expected_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAG_PAPERS_TOP_K", "abc")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "RAG_PAPERS_TOP_K='abc': top_k: Input should be a valid integer" in message
+    assert "\n" not in message  # one line
+    monkeypatch.setenv("RAG_PAPERS_TOP_K", "5")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("RAG_PAPERS_LLM_TIMEOUT", "-1")
+    with pytest.raises(SettingsError, match="RAG_PAPERS_LLM_TIMEOUT='-1': llm_timeout"):
+        load_settings()
+
+
+def test_bad_values_from_a_file_are_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("top_k = 'many'\ncandidates = 0\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(config=cfg)
+    message = str(err.value)
+    assert "\n" not in message and "top_k: Input should be a valid integer" in message
+    assert "candidates: Input should be greater than or equal to 1" in message
+
+
+def test_tokenizer_must_be_available_offline() -> None:
+    for name in ("cl100k_base", "o200k_base"):  # shipped in llama-index-core's tiktoken cache
+        assert load_settings(tokenizer=name).tokenizer == name
+    with pytest.raises(SettingsError) as err:
+        load_settings(tokenizer="p50k_base")  # tiktoken would download it
+    assert "'p50k_base' is not available offline" in str(err.value)
+    assert "cl100k_base" in str(err.value)
+    with pytest.raises(SettingsError, match="not available offline"):
+        load_settings(tokenizer="no_such_encoding")
+
+
+def test_user_config_file_is_the_default_and_env_and_explicit_files_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = Settings.user_config_file()
+    # <XDG_CONFIG_HOME>/rag-papers/config.toml, in the test's tmp home (conftest).
+    assert user == Path(os.environ["XDG_CONFIG_HOME"]) / "rag-papers" / "config.toml"
+    assert Settings.config_file_in_use() is None  # not created: no file is read
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text("top_k = 9\n")
+    assert Settings.config_file_in_use() == user
+    assert load_settings().top_k == 9
+    monkeypatch.setenv("RAG_PAPERS_TOP_K", "4")
+    assert load_settings().top_k == 4  # the environment beats the file
+    monkeypatch.delenv("RAG_PAPERS_TOP_K")
+    named = tmp_path / "named.toml"
+    named.write_text("top_k = 7\n")
+    assert load_settings(config=named).top_k == 7  # a named file replaces the user's
+    monkeypatch.setenv("RAG_PAPERS_CONFIG", str(named))
+    assert Settings.config_file_in_use() == named and load_settings().top_k == 7

@@ -2,8 +2,11 @@
 
 Mounted lazily by rag_papers.cli.app; the commands (eval_run, eval_beir) import the harness
 inside their bodies, so `rag-papers eval --help` is instant.
+Needs the ``eval`` extra (ranx, matplotlib): ``pip install 'rag-papers[eval]'``; without it
+``eval run`` and ``eval beir`` say so in one line (exit 3).
 Exit codes: 0 fine, 1 a --fail-under threshold (or --fail-on-regression) was missed or a
-question failed with an error, 2 a usage problem (bad dataset, folder, option).
+question failed with an error, 2 a usage problem (bad option), 3 a bad input (dataset, run or
+BEIR folder) or the eval extra missing.
 """
 
 from __future__ import annotations

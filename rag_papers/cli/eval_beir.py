@@ -12,6 +12,7 @@ from rag_papers.cli.eval_common import (
     eval_settings,
     out_console,
     progress_bar,
+    require_eval_extra,
     user_errors,
 )
 from rag_papers.cli.options import ModesOpt, parse_modes
@@ -46,6 +47,7 @@ def beir(
     from rag_papers import PaperQA
     from rag_papers.cli.eval_render import render_beir, render_tuning
 
+    require_eval_extra("beir")
     modes = parse_modes(mode)
     err, console = err_console(), out_console()
     with user_errors():

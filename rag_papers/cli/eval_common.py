@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rag_papers.cli.state import get_settings
+from rag_papers.cli.state import EXIT_INPUT, get_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,6 +30,7 @@ __all__ = [
     "out_console",
     "parse_thresholds",
     "progress_bar",
+    "require_eval_extra",
     "user_errors",
 ]
 
@@ -46,37 +47,60 @@ FailUnderOpt = Annotated[
 
 def err_console() -> Console:
     """Progress, warnings and errors (markup on: our own messages only)."""
-    from rich.console import Console
+    from rag_papers.terminal.console import make_console
 
-    return Console(stderr=True, highlight=False)
+    return make_console(stderr=True, markup=True)
 
 
 def out_console() -> Console:
-    from rich.console import Console
+    from rag_papers.terminal.console import make_console
 
-    return Console(highlight=False)
+    return make_console(markup=True)
+
+
+def require_eval_extra(command: str) -> None:
+    """Stop with one line naming the install command when the eval extra is missing."""
+    from rich.text import Text
+
+    from rag_papers.evaluation import EVAL_EXTRA_INSTALL, missing_eval_modules
+
+    if missing := missing_eval_modules():
+        message = (
+            f"error: `rag-papers eval {command}` needs the eval extra "
+            f"({', '.join(missing)} not installed): {EVAL_EXTRA_INSTALL}"
+        )
+        err_console().print(Text(message, style="bold red"), soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT)
 
 
 def eval_settings(ctx: typer.Context) -> Settings:
     """The Settings of the global options (``rag-papers --index-dir ... eval run``); with
-    the eval app invoked on its own, a root ``obj`` dict may carry them, else the defaults."""
+    the eval app invoked on its own, a root ``obj`` dict may carry them, else the defaults.
+    The eval libraries' own folders (ir_datasets, matplotlib) go under <data_dir>/cache."""
+    from rag_papers.evaluation import prepare_eval_environment
+
     obj = ctx.find_root().obj
     if isinstance(obj, dict) and obj.get("settings") is not None:
-        return obj["settings"]  # type: ignore[no-any-return]
-    return get_settings(ctx)
+        settings: Settings = obj["settings"]
+    else:
+        settings = get_settings(ctx)
+    prepare_eval_environment(settings.data_dir / "cache")
+    return settings
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Problems a user can fix (bad dataset, BEIR folder, missing file): one red line on
-    stderr, exit 2."""
+    stderr, exit 3 (input)."""
     from rag_papers.evaluation import BeirError, DatasetError
 
     try:
         yield
     except (DatasetError, BeirError, FileNotFoundError) as exc:
-        err_console().print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
-        raise typer.Exit(2) from None
+        from rich.text import Text
+
+        err_console().print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT) from None
 
 
 def parse_thresholds(specs: list[str] | None) -> list[Any]:

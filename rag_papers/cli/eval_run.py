@@ -19,8 +19,10 @@ from rag_papers.cli.eval_common import (
     out_console,
     parse_thresholds,
     progress_bar,
+    require_eval_extra,
     user_errors,
 )
+from rag_papers.cli.state import EXIT_INPUT
 
 if TYPE_CHECKING:
     from rag_papers import Settings
@@ -87,6 +89,7 @@ def run(
     from rag_papers import PaperQA
     from rag_papers.cli.eval_render import render_metrics
 
+    require_eval_extra("run")
     thresholds = parse_thresholds(fail_under)
     err, console = err_console(), out_console()
     with user_errors():
@@ -173,7 +176,7 @@ def compare_cmd(
     for folder in (run_a, run_b):
         if not (folder / "summary.json").is_file() and not folder.is_file():
             err.print(f"[bold red]error:[/] {folder}: no summary.json (not a run folder)")
-            raise typer.Exit(2)
+            raise typer.Exit(EXIT_INPUT)
     result = compare_runs(run_a, run_b, tolerance=tolerance)
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))

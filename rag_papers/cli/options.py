@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from rag_papers import FORMATS, LLM_SPEC_HELP, MODES, Mode
+from rag_papers import FORMATS, LLM_SPEC_HELP, MODES, AnswerStyle, Mode
 
 if TYPE_CHECKING:
     from rag_papers import Filters
 
 __all__ = [
+    "MAX_K",
+    "MAX_ROWS",
+    "YEAR_RANGE",
+    "AnswerStyleOpt",
     "AuthorOpt",
     "CategoryOpt",
     "FieldOpt",
@@ -33,7 +37,23 @@ __all__ = [
     "parse_modes",
 ]
 
-KOpt = Annotated[int | None, typer.Option("-k", "--top-k", min=1, help="Papers to retrieve.")]
+# Bounds on numbers that reach SQLite, Chroma or a prompt: beyond them an option is a
+# usage error (one line), not an overflow deep in the store.
+MAX_K = 1000
+MAX_ROWS = 10**9
+YEAR_RANGE = (1, 9999)
+
+KOpt = Annotated[
+    int | None, typer.Option("-k", "--top-k", min=1, max=MAX_K, help="Papers to retrieve.")
+]
+AnswerStyleOpt = Annotated[
+    AnswerStyle | None,
+    typer.Option(
+        "--answer-style",
+        help="LLM answers: grounded (claims with verbatim quotes, each checked), free (prose "
+        "with [n]) or auto (default: settings).",
+    ),
+]
 # Typer turns the Mode literal into the choice list (dense|bm25|hybrid) and checks it.
 ModeOpt = Annotated[
     Mode | None, typer.Option("--mode", help="Retrieval mode (default: from settings).")
@@ -84,6 +104,18 @@ def parse_filters(year: str | None, author: str | None, category: str | None) ->
         year_min, year_max = Filters.parse_years(year)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--year") from None
+    lo, hi = YEAR_RANGE
+    for value in (year_min, year_max):
+        if value is not None and not lo <= value <= hi:
+            raise typer.BadParameter(
+                f"year range {year!r}: {value} is not a year from {lo} to {hi}",
+                param_hint="--year",
+            )
+    if year_min is not None and year_max is not None and year_min > year_max:
+        raise typer.BadParameter(
+            f"year range {year!r}: {year_min} is after {year_max} (write FROM:TO)",
+            param_hint="--year",
+        )
     filters = Filters(year_min=year_min, year_max=year_max, author=author, category=category)
     return None if filters.empty else filters
 

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from rag_papers.cli.options import JsonOpt
-from rag_papers.cli.state import CLIError, current_state, open_qa, print_json
+from rag_papers.cli.options import MAX_ROWS, JsonOpt
+from rag_papers.cli.state import CLIError, current_state, hint_if_empty, open_qa, print_json
 
 __all__ = ["papers_app", "papers_list", "papers_show", "stats"]
 
@@ -24,8 +24,12 @@ papers_app = typer.Typer(
 @papers_app.command("list")
 def papers_list(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Papers to show.")] = 20,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Papers to skip.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, max=MAX_ROWS, help="Papers to show.")
+    ] = 20,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, max=MAX_ROWS, help="Papers to skip.")
+    ] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """List the papers in the index."""
@@ -34,6 +38,8 @@ def papers_list(
     state = current_state(ctx)
     with open_qa(state) as qa:
         page = qa.list_papers(limit=limit, offset=offset)
+        if not page.total:
+            hint_if_empty(state, qa)
     if json_out:
         print_json(
             {

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from rag_papers.cli.options import (
+    MAX_K,
+    AnswerStyleOpt,
     AuthorOpt,
     CategoryOpt,
     JsonOpt,
@@ -16,7 +18,13 @@ from rag_papers.cli.options import (
     YearOpt,
     parse_filters,
 )
-from rag_papers.cli.state import current_state, open_qa, print_json
+from rag_papers.cli.state import (
+    as_input_error,
+    current_state,
+    hint_if_empty,
+    open_qa,
+    print_json,
+)
 
 __all__ = ["ask", "read_text_argument", "search"]
 
@@ -36,7 +44,7 @@ def read_text_argument(value: str, what: str) -> str:
 def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What to look for ('-': read standard input).")],
-    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Papers to show.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=MAX_K, help="Papers to show.")] = 10,
     mode: ModeOpt = None,
     year: YearOpt = None,
     author: AuthorOpt = None,
@@ -51,6 +59,8 @@ def search(
     filters = parse_filters(year, author, category)
     with open_qa(state) as qa:
         results = qa.search(query, k=k, mode=mode, filters=filters, sentences=True)
+        if not results:
+            hint_if_empty(state, qa)
     if json_out:
         rows: list[dict[str, Any]] = []
         for r in results:
@@ -78,15 +88,28 @@ def ask(
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print the answer when complete.")
     ] = False,
+    answer_style: AnswerStyleOpt = None,
+    quotes: Annotated[
+        bool,
+        typer.Option(
+            "--quotes",
+            help="After the answer, each claim's verified quotes (source, field, characters) "
+            "and the claims left out.",
+        ),
+    ] = False,
 ) -> None:
     """Answer a question from the papers, citing them; every citation is checked."""
-    from rag_papers.terminal.render import render_answer, stream_writer
+    from rag_papers.terminal.render import render_answer, render_quotes, stream_writer
 
     question = read_text_argument(question, "QUESTION")
     state = current_state(ctx)
+    if answer_style is not None:
+        state.overrides["answer_style"] = answer_style
     filters = parse_filters(year, author, category)
     streamed = not (no_stream or json_out)
     with open_qa(state) as qa:
+        with as_input_error():  # a bad spec, key or model file: configuration, not service
+            qa.backend(llm)
         answer = qa.ask(
             question,
             k=k,
@@ -95,7 +118,11 @@ def ask(
             llm=llm,
             on_delta=stream_writer(state.out) if streamed else None,
         )
+        if answer.abstained and not answer.sources:
+            hint_if_empty(state, qa)
     if json_out:
         print(answer.model_dump_json(indent=2))
-    else:
-        render_answer(state.out, answer, streamed=streamed)
+        return
+    render_answer(state.out, answer, streamed=streamed)
+    if quotes:
+        render_quotes(state.out, answer)

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from rag_papers.cli.options import KOpt, LlmOpt
-from rag_papers.cli.state import CLIError, current_state, open_qa
+from rag_papers.cli.options import AnswerStyleOpt, KOpt, LlmOpt
+from rag_papers.cli.state import CLIError, as_input_error, current_state, open_qa
 
 __all__ = ["chat", "import_component", "serve"]
 
@@ -29,11 +29,20 @@ def import_component(module_name: str, attr: str, what: str) -> Any:
     return getattr(module, attr)
 
 
-def chat(ctx: typer.Context, llm: LlmOpt = None, k: KOpt = None) -> None:
+def chat(
+    ctx: typer.Context,
+    llm: LlmOpt = None,
+    k: KOpt = None,
+    answer_style: AnswerStyleOpt = None,
+) -> None:
     """Interactive chat: follow-up questions, history, commands (/help inside)."""
     run_repl = import_component("rag_papers.chat.repl", "run_repl", "the chat")
     state = current_state(ctx)
+    if answer_style is not None:
+        state.overrides["answer_style"] = answer_style
     with open_qa(state) as qa:
+        with as_input_error():  # a bad spec, key or model file: before the first question
+            qa.backend(llm)
         run_repl(qa, state.settings, llm=llm, k=k)
 
 

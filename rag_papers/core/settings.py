@@ -1,21 +1,25 @@
 """One Settings object.
 
 Precedence: defaults < preset < TOML file < environment (RAG_PAPERS_*) < explicit overrides.
+The TOML file: the one named, else $RAG_PAPERS_CONFIG, else the user's own config.toml
+(``Settings.user_config_file()``) when it exists. A problem is one ``SettingsError`` line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag_papers.core import env
 from rag_papers.core.errors import RagPapersError
 from rag_papers.core.specs import AnswerStyle, Mode, parse_llm_spec
 
@@ -113,7 +117,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(
         default=40, ge=0, description="Tokens of sentence overlap between adjacent chunks."
     )
-    tokenizer: str = Field(default="cl100k_base", description="tiktoken encoding for counting.")
+    tokenizer: str = Field(
+        default="cl100k_base",
+        description="tiktoken encoding for counting; one whose files are cached offline "
+        "(cl100k_base, o200k_base ship with llama-index-core).",
+    )
     ingest_batch_papers: int = Field(
         default=256,
         ge=1,
@@ -298,6 +306,17 @@ class Settings(BaseSettings):
         description="Longest abstract ingested; longer records are reported and skipped.",
     )
 
+    @field_validator("tokenizer")
+    @classmethod
+    def _offline_tokenizer(cls, value: str) -> str:
+        # tiktoken downloads an encoding it has not cached: refuse instead of going online.
+        if value not in (available := env.offline_encodings()):
+            raise ValueError(
+                f"{value!r} is not available offline (tiktoken would download it); "
+                f"choose one of {', '.join(available) or 'none: no tiktoken cache found'}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -312,6 +331,9 @@ class Settings(BaseSettings):
     @property
     def resolved_history_file(self) -> Path:
         return self.history_file or self.data_dir / "chat_history"
+
+    user_config_file = staticmethod(env.user_config_file)
+    config_file_in_use = staticmethod(env.config_file_in_use)
 
     def fingerprint(self) -> str:
         """Short hash of every setting that changes an answer (not paths, keys or limits)."""
@@ -349,31 +371,22 @@ def load_settings(
     ``config`` may itself name a preset (``preset = "openai"``); overrides that are None
     are ignored so CLI options left unset do not mask the environment.
     """
-    file_data: dict[str, Any] = {}
-    if config is None and (env_cfg := _env_config()):
-        config = env_cfg
-    if config is not None:
-        file_data = read_config_file(Path(config), "config file")
-    preset = preset or file_data.pop("preset", None) or _env_preset()
+    path = env.config_file_in_use(config)
+    file_data = read_config_file(path, "config file") if path else {}
+    preset = preset or file_data.pop("preset", None) or os.environ.get("RAG_PAPERS_PRESET")
     file_data.pop("preset", None)
     data: dict[str, Any] = {**(preset_values(preset) if preset else {}), **file_data}
-    from_env = Settings()
+    try:
+        from_env = Settings()
+    except ValueError as exc:  # a bad RAG_PAPERS_* value: name the variable and field
+        problem = env.describe_validation_error(exc, env_fields=Settings.model_fields)
+        raise SettingsError(f"invalid environment setting: {problem}") from None
     data.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**data)
-    except ValueError as exc:
-        where = f" (config file {config})" if config else ""
-        raise SettingsError(f"invalid settings{where}: {exc}") from None
-
-
-def _env_config() -> str | None:
-    import os
-
-    return os.environ.get("RAG_PAPERS_CONFIG") or None
-
-
-def _env_preset() -> str | None:
-    import os
-
-    return os.environ.get("RAG_PAPERS_PRESET") or None
+    except ValueError as exc:  # pydantic's ValidationError included
+        where = f" (config file {path})" if path else ""
+        raise SettingsError(
+            f"invalid settings{where}: {env.describe_validation_error(exc)}"
+        ) from None

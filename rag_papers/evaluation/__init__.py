@@ -49,6 +49,12 @@ if TYPE_CHECKING:
         scifact_to_dataset,
         write_dataset,
     )
+    from rag_papers.evaluation.extra import (
+        EVAL_EXTRA_INSTALL,
+        EVAL_MODULES,
+        missing_eval_modules,
+        prepare_eval_environment,
+    )
     from rag_papers.evaluation.judge import LLMJudge, make_judge
     from rag_papers.evaluation.metrics import (
         MetricsTable,
@@ -66,6 +72,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BEIR_METRICS",
+    "EVAL_EXTRA_INSTALL",
+    "EVAL_MODULES",
     "BeirData",
     "BeirError",
     "BeirResult",
@@ -100,7 +108,9 @@ __all__ = [
     "make_judge",
     "metric_direction",
     "metric_info",
+    "missing_eval_modules",
     "parse_thresholds",
+    "prepare_eval_environment",
     "read_summary",
     "resolve_gold",
     "run_beir",
@@ -155,6 +165,10 @@ _WHERE = {
             "write_dataset",
         ),
         "datasets",
+    ),
+    **dict.fromkeys(
+        ("EVAL_EXTRA_INSTALL", "EVAL_MODULES", "missing_eval_modules", "prepare_eval_environment"),
+        "extra",
     ),
     **dict.fromkeys(("LLMJudge", "make_judge"), "judge"),
     **dict.fromkeys(

@@ -1,14 +1,17 @@
 """The one place ranx is called: ranked id lists in, per-query or mean scores out.
 
-ranx is imported lazily (it costs seconds: numba). Ranked lists are handed to it with
-strictly decreasing rank-derived scores, so ranx sees exactly the engine's order, ties
-included, whatever the engine's own scores were.
+ranx is imported lazily (it costs seconds: numba; and it is in the ``eval`` extra), after
+``prepare_eval_environment`` (ir_datasets, imported by ranx, writes its home folder).
+Ranked lists are handed to it with strictly decreasing rank-derived scores, so ranx sees
+exactly the engine's order, ties included, whatever the engine's own scores were.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+
+from rag_papers.evaluation.extra import prepare_eval_environment
 
 __all__ = ["rank_scores", "ranx_means", "ranx_scores"]
 
@@ -28,6 +31,7 @@ def ranx_scores(
     """
     if not gold:
         return {}
+    prepare_eval_environment()
     from ranx import Qrels, Run, evaluate
 
     qrels = Qrels({qid: dict.fromkeys(ids, 1) for qid, ids in gold.items()})
@@ -49,6 +53,7 @@ def ranx_means(
 ) -> dict[str, float]:
     """metric -> mean over the qrels' queries (graded relevance; a query with no results
     scores 0), rounded to 6 places."""
+    prepare_eval_environment()
     from ranx import Qrels, Run, evaluate
 
     run_dict = {qid: rank_scores(ids) for qid, ids in ranked.items() if ids and qid in qrels}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_papers.evaluation.answer_metrics import CitationValidity
+from rag_papers.evaluation.extra import prepare_eval_environment
 from rag_papers.evaluation.facts import missing_facts
 from rag_papers.evaluation.metrics import format_metric, metric_direction
 from rag_papers.evaluation.retrieval_metrics import first_gold_rank
@@ -172,6 +173,7 @@ def _png(fig: Any) -> str:
 
 def plots(summary: RunSummary, rows: Sequence[EvalRow]) -> dict[str, str]:
     """name -> base64 PNG: metrics per type, latency histogram, rank of the first gold paper."""
+    prepare_eval_environment()  # matplotlib's config and font cache stay out of home
     import matplotlib
 
     matplotlib.use("Agg")  # no display; also safe in threads and on servers

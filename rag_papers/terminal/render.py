@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rag_papers import Answer, IngestReport, Paper, ScoredPaper, Source
 
 __all__ = [
+    "TRUNCATED_WARNING",
     "format_bytes",
     "format_timings",
     "format_usage",
@@ -33,6 +34,7 @@ __all__ = [
     "render_ingest_report",
     "render_paper",
     "render_papers",
+    "render_quotes",
     "render_removed",
     "render_search",
     "render_settings",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 UNSUPPORTED_MARK = "✗"
+TRUNCATED_WARNING = "the model stopped at max_tokens: the answer may be cut off"
 _CLOSEST = 5  # papers listed under an abstention
 # C0/C1 control characters other than newline and tab: an LLM's output must never move the
 # cursor or recolour the user's terminal.
@@ -194,6 +197,8 @@ def render_answer(console: Console, answer: Answer, *, streamed: bool = False) -
         console.print()  # end the streamed line
     else:
         render_answer_text(console, answer)
+    if answer.truncated:
+        console.print(Text(f"warning: {TRUNCATED_WARNING}", style="bold yellow"))
     console.print()
     console.print(Text(answer_label(answer), style="dim italic"))
     if answer.abstained:
@@ -204,6 +209,43 @@ def render_answer(console: Console, answer: Answer, *, streamed: bool = False) -
         render_removed(console, answer)
     console.print(Text(format_usage(answer), style="dim"))
     console.print(Text(format_timings(answer.timings), style="dim"))
+
+
+_MARKERS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
+
+
+def render_quotes(console: Console, answer: Answer) -> None:
+    """Each claim's verified quotes, ``[n] "quote" (abstract, chars start–end)``, and the
+    claims left out of a grounded answer (dim, "not shown: reason"). An extractive answer's
+    sentences are themselves quotes of their sources."""
+    if answer.abstained:
+        return
+    console.print(Text("Quotes:", style="bold"))
+    shown = False
+    for verdict in answer.sentences:
+        if answer.mode == "extractive":
+            if verdict.markers:
+                quote = _MARKERS.sub("", verdict.text).strip()
+                line = Text(f"  [{verdict.markers[0]}] ", style="bold cyan")
+                line.append(f'"{safe_text(quote)}"')
+                line.append(" (the sentence is quoted from the abstract)", style="dim")
+                console.print(line)
+                shown = True
+            continue
+        if not verdict.quotes:
+            continue
+        console.print(Text(f"  {safe_text(_MARKERS.sub('', verdict.text).strip())}"))
+        for q in verdict.quotes:
+            line = Text(f"    [{q.marker}] ", style="bold cyan")
+            line.append(f'"{safe_text(q.text)}"')
+            line.append(f" ({q.field}, chars {q.start}–{q.end})", style="dim")
+            console.print(line)
+        shown = True
+    if not shown:
+        console.print(Text("  none: this answer carries no verified quotes", style="dim"))
+    for dropped in answer.dropped_claims:
+        line = Text(f'  not shown: {dropped.reason}: "{safe_text(dropped.text)}"', style="dim")
+        console.print(line)
 
 
 # --- search ----------------------------------------------------------------------------------
