@@ -54,10 +54,17 @@ _EXPORTS = {
     "answer_label": "rag_papers.answering.contract",
     "LLMError": "rag_papers.answering.llms",
     "Filters": "rag_papers.retrieval.retriever",
+    "FilterError": "rag_papers.engine.llamaindex",
     "ScoredPaper": "rag_papers.retrieval.retriever",
     "IngestReport": "rag_papers.store.index",
     "IndexMismatchError": "rag_papers.store.index",
     "StoreUnavailableError": "rag_papers.store.index",
+    "RebuildError": "rag_papers.store.errors",
+    "ReadOnlyIndexError": "rag_papers.store.errors",
+    "StoreDamagedError": "rag_papers.store.errors",
+    "DiskFullError": "rag_papers.store.errors",
+    "BoundsError": "rag_papers.store.bounds",
+    "CatalogDamagedError": "rag_papers.store.catalog",
     "LoaderError": "rag_papers.ingest.loaders",
     "resolve_fields": "rag_papers.ingest.loaders.records",
     "load_papers": "rag_papers.ingest.loaders",
@@ -77,10 +84,14 @@ __all__ = [
     "AnswerCancelled",
     "AnswerPipeline",
     "AnswerStyle",
+    "BoundsError",
     "CancelToken",
+    "CatalogDamagedError",
     "ChatSession",
     "Citation",
+    "DiskFullError",
     "DroppedClaim",
+    "FilterError",
     "Filters",
     "IndexMismatchError",
     "IngestReport",
@@ -93,6 +104,8 @@ __all__ = [
     "PaperQA",
     "Quote",
     "RagPapersError",
+    "ReadOnlyIndexError",
+    "RebuildError",
     "Rejected",
     "ScoredPaper",
     "SentenceVerdict",
@@ -100,6 +113,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Source",
+    "StoreDamagedError",
     "StoreUnavailableError",
     "Turn",
     "Usage",
@@ -152,12 +166,21 @@ if TYPE_CHECKING:
         parse_llm_spec,
     )
     from rag_papers.engine.conversation import ChatSession, SessionSource, Turn
+    from rag_papers.engine.llamaindex import FilterError
     from rag_papers.engine.pipeline import AnswerPipeline
     from rag_papers.engine.qa import PaperPage, PaperQA, sample_corpus_path
     from rag_papers.engine.streaming import AnswerCancelled, CancelToken
     from rag_papers.ingest.loaders import LoaderError, Rejected, load_papers
     from rag_papers.ingest.loaders.records import resolve_fields
     from rag_papers.retrieval.retriever import Filters, ScoredPaper
+    from rag_papers.store.bounds import BoundsError
+    from rag_papers.store.catalog import CatalogDamagedError
+    from rag_papers.store.errors import (
+        DiskFullError,
+        ReadOnlyIndexError,
+        RebuildError,
+        StoreDamagedError,
+    )
     from rag_papers.store.index import IndexMismatchError, IngestReport, StoreUnavailableError
 
 

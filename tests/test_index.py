@@ -15,6 +15,7 @@ import pytest
 from rag_papers.core.papers import Paper
 from rag_papers.core.settings import load_settings
 from rag_papers.store.index import IndexMismatchError, PaperIndex
+from rag_papers.store.rebuild import rebuild_index
 
 
 def _papers(n: int, *, prefix: str = "p", long_every: int = 0) -> list[Paper]:
@@ -85,7 +86,7 @@ def test_bm25_sidecar_follows_upsert_replace_and_rebuild(tmp_path: Path) -> None
     reopened = PaperIndex(settings)
     assert reopened.bm25.search("quokka", 3)[0][0] == "new"
     reopened.close()
-    rebuilt = PaperIndex(settings, rebuild=True)
+    rebuilt, _ = rebuild_index(settings, [])
     assert rebuilt.is_empty()
     assert len(rebuilt.bm25) == 0
     assert rebuilt.bm25.search("quokka", 3) == []
@@ -116,8 +117,9 @@ def test_manifest_mismatch_is_refused(tmp_path: Path) -> None:
     message = str(err.value)
     assert "sentences/cl100k_base/220/40" in message and "sentences/cl100k_base/120/40" in message
     assert "--rebuild" in message
-    fresh = PaperIndex(load_settings(index_dir=tmp_path / "idx", chunk_tokens=120), rebuild=True)
-    fresh.ingest(_papers(2))
+    fresh, _ = rebuild_index(
+        load_settings(index_dir=tmp_path / "idx", chunk_tokens=120), _papers(2)
+    )
     assert fresh.stats()["chunker"] == "sentences/cl100k_base/120/40"
 
 

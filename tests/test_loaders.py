@@ -247,7 +247,10 @@ def test_bibtex_fixture() -> None:
     assert rag.id == "2005.11401" and rag.line == 20
     assert rag.title == "Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks & More"
     assert rag.categories == ["cs.CL", "cs.LG"]
-    assert maths.title == "The $\\Lambda_{\\alpha}$ Spaces and \\emph{Emphasis}"  # LaTeX kept
+    # Text macros are decoded (pylatexenc); math stays as written.
+    assert maths.title == "The $\\Lambda_{\\alpha}$ Spaces and Emphasis"
+    assert maths.authors == ["Hans Müller"]
+    assert maths.id == "mathtitle"  # no eprint, no DOI: the entry key
     assert maths.abstract == "Math stays as it is: $\\mathcal{O}(n)$."
     assert where(result) == [(14, "abstract")]
     assert [(d.line, d.field) for d in result.duplicates] == [(30, "id")]
@@ -448,6 +451,68 @@ def test_empty_files_hold_no_papers(tmp_path: Path) -> None:
         path.write_text("", encoding="utf-8")
         result = load_papers(path)
         assert (result.papers, result.rejected, result.duplicates) == ([], [], [])
+
+
+def test_records_keep_their_own_ids(tmp_path: Path) -> None:
+    """Issue 10: {"id": "pmid-21645374"} used to become a title slug."""
+    rows = [
+        {"id": "pmid-21645374", "title": "Own Id", "abstract": "A PubMed record."},
+        {"id": "2301.01234v2", "title": "Arxiv Id", "abstract": "Versions are dropped."},
+        {"id": "https://arxiv.org/abs/hep-th/9901001v1", "title": "Old", "abstract": "Old style."},
+        {"id": "https://doi.org/10.1234/ABC.9", "title": "Doi Id", "abstract": "A DOI as id."},
+        {"id": "doi:10.48550/arXiv.2302.00002", "title": "Arxiv Doi", "abstract": "arXiv's DOI."},
+        {"id": "paper-2301.05555", "title": "Holds Digits", "abstract": "Not an arXiv id."},
+        {"id": 4983, "title": "Numeric Id", "abstract": "A number as id.", "doi": "10.1000/X"},
+        {"title": "No Id At All", "abstract": "Gets a title slug.", "doi": "10.5555/Y"},
+        {"title": "No Id Nor Doi", "abstract": "Gets a title slug."},
+        {"id": "x" * 201, "title": "Too Long", "abstract": "An id nobody can show."},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    result = load_papers(path)
+    assert [p.id for p in result.papers] == [
+        "pmid-21645374",
+        "2301.01234",
+        "hep-th/9901001",
+        "doi:10.1234/abc.9",
+        "2302.00002",
+        "paper-2301.05555",
+        "4983",
+        "doi:10.5555/y",
+        result.papers[8].id,
+    ]
+    assert result.papers[8].id.startswith("no-id-nor-doi-")
+    assert result.papers[3].doi == "10.1234/abc.9"  # an id that is a DOI is the DOI too
+    assert result.papers[1].url == "https://arxiv.org/abs/2301.01234"
+    assert result.papers[6].doi == "10.1000/x"  # kept, while the own id is the id
+    assert where(result) == [(10, "id")] and "longer than 200" in result.rejected[0].reason
+    # Stable: the same file gives the same ids again; CSV id columns keep theirs too.
+    assert [p.id for p in load_papers(path).papers] == [p.id for p in result.papers]
+    table = tmp_path / "own.csv"
+    table.write_text("id,title,abstract\nPMC-77,T,Some text.\n", encoding="utf-8")
+    assert [p.id for p in load_papers(table).papers] == ["PMC-77"]
+
+
+def test_bibtex_latex_decoded(tmp_path: Path) -> None:
+    """Issue 10: BibTeX authors kept LaTeX (M{\"u}ller -> M\"uller)."""
+    bib = tmp_path / "latex.bib"
+    bib.write_text(
+        r"""@article{key1,
+  title = {Caf{\'e} {\&} M{\"u}ller's {BERT}: 50% faster {$O(n)$} with \sysname},
+  author = {M{\"u}ller, Hans and Garc{\'\i}a, Jos{\'e} and {\AA}str{\"o}m, K. and {\v{S}}koda, A.},
+  abstract = {Schr{\"o}dinger bridges; 10\% better, and $\alpha$ stays. Then more text.},
+  year = {2020}
+}
+""",
+        encoding="utf-8",
+    )
+    [paper] = load_papers(bib).papers
+    assert paper.authors == ["Hans Müller", "José García", "K. Åström", "A. Škoda"]
+    assert paper.title == "Café & Müller's BERT: 50% faster $O(n)$ with \\sysname"
+    assert paper.abstract == (
+        "Schrödinger bridges; 10% better, and $\\alpha$ stays. Then more text."
+    )
+    assert paper.id == "key1"
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -21,7 +21,12 @@ def ingest(
     fmt: FormatOpt = None,
     field_map: FieldOpt = None,
     rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Drop the index first and re-embed everything.")
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Re-embed everything into a new index beside the old one, then switch to it "
+            "(the old index answers until then, and survives any failure).",
+        ),
     ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 if any record was rejected (the rest is kept).")
@@ -47,7 +52,7 @@ def ingest(
     )
     with open_qa(state) as qa, progress:
         # PaperQA reads every file before it opens the index: a bad file stops the ingest
-        # before anything is written, and before --rebuild drops the old index.
+        # before anything is written; --rebuild builds beside the old index and switches last.
         task = progress.add_task("reading files", total=len(paths))
         reading: list[Path] = []
         writing = False

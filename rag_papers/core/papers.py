@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "MAX_ID_CHARS",
     "Paper",
     "arxiv_id",
+    "canonical_id",
     "format_authors",
     "format_reference",
     "make_paper_id",
@@ -24,6 +26,16 @@ __all__ = [
 _ARXIV_NEW = re.compile(r"(?<![\d.])(\d{4}\.\d{4,5})(?:v\d+)?(?![\d])")
 _ARXIV_OLD = re.compile(r"\b([a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?\b")
 _DOI = re.compile(r"\b(10\.\d{4,9}/\S+)", re.IGNORECASE)
+# A record's own id is taken for an arXiv id or a DOI only when it is one as a whole (an id,
+# an arXiv/doi.org URL, an "arXiv:"/"doi:" prefix), never because it holds one somewhere.
+_ARXIV_WHOLE = re.compile(
+    r"(?:arxiv:\s*|https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/)?"
+    r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[a-z]{2})?/\d{7})(?:v\d+)?(?:\.pdf)?/?",
+    re.IGNORECASE,
+)
+_DOI_WHOLE = re.compile(r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)", re.IGNORECASE)
+_ARXIV_DOI = re.compile(r"10\.48550/arxiv\.(.+)", re.IGNORECASE)  # arXiv's own DOIs
+MAX_ID_CHARS = 200
 
 
 def arxiv_id(value: str | None) -> str | None:
@@ -58,12 +70,41 @@ def title_slug(title: str, max_words: int = 8) -> str:
     return "-".join([*words, digest]) if words else digest
 
 
-def make_paper_id(*, title: str, arxiv: str | None = None, doi: str | None = None) -> str:
-    """Stable id: arXiv id without version > DOI > slug of the normalised title."""
+def canonical_id(value: str | None) -> str | None:
+    """A record's own id as the index keeps it: an arXiv id without version when the value
+    is one (id, abs/pdf URL, arXiv DOI), 'doi:<doi>' when it is a DOI, else the value itself
+    with its whitespace collapsed. None when blank."""
+    text = " ".join(str(value or "").split())
+    if not text:
+        return None
+    if match := _ARXIV_WHOLE.fullmatch(text):
+        return arxiv_id(match.group(1))
+    if match := _DOI_WHOLE.fullmatch(text):
+        doi = normalise_doi(match.group(1))
+        if doi and (inner := _ARXIV_DOI.fullmatch(doi)) and (aid := arxiv_id(inner.group(1))):
+            return aid
+        return f"doi:{doi}" if doi else text
+    return text
+
+
+def make_paper_id(
+    *,
+    title: str,
+    arxiv: str | None = None,
+    doi: str | None = None,
+    own: str | None = None,
+    fallback: str | None = None,
+) -> str:
+    """Stable id: the record's ``own`` id (normalised by canonical_id) > arXiv id without
+    version > DOI > ``fallback`` (e.g. a BibTeX key) > slug of the normalised title."""
+    if own_id := canonical_id(own):
+        return own_id
     if aid := arxiv_id(arxiv):
         return aid
     if d := normalise_doi(doi):
         return f"doi:{d}"
+    if fallback_id := canonical_id(fallback):
+        return fallback_id
     return title_slug(title)
 
 

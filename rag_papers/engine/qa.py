@@ -5,6 +5,7 @@ methods; none of them opens the store or builds a retriever itself."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -63,8 +64,9 @@ class PaperQA:
     ) -> None:
         self.settings = settings or load_settings()
         self._index = index
-        # One backend per llm spec, so switching per request never reloads a model file.
-        self._backends: dict[str, LLMBackend | None] = {}
+        # One backend per llm spec, so switching per request never reloads a model file;
+        # at most settings.llm_cache_size of them (least recently used go first).
+        self._backends: OrderedDict[str, LLMBackend | None] = OrderedDict()
         if llm is not None:
             self._backends[self.settings.llm] = llm
         self._lock = threading.Lock()
@@ -97,7 +99,7 @@ class PaperQA:
 
                 index = PaperIndex(self.settings)
                 index.collection  # noqa: B018 - opens the store and syncs the catalog
-                if index.is_empty() and self.settings.auto_ingest_sample:
+                if self._may_ingest_sample(index):
                     self.notify(
                         f"No index at {index.location} yet: ingesting the bundled sample "
                         f"corpus ({sample_corpus_path().name}, {SAMPLE_PAPERS} papers)…"
@@ -105,6 +107,15 @@ class PaperQA:
                     index.ingest_files([sample_corpus_path()])
                 self._index = index
             return self._index
+
+    def _may_ingest_sample(self, index: PaperIndex) -> bool:
+        """Only into the default index, only when it never held papers, never into one an
+        ingest was writing: a user's own empty index stays empty."""
+        from rag_papers.store.paths import is_default_index
+
+        s = self.settings
+        fresh = not index.read_only and index.never_ingested()
+        return s.auto_ingest_sample and is_default_index(s) and fresh
 
     @property
     def location(self) -> str:
@@ -119,9 +130,14 @@ class PaperQA:
 
         spec = spec or self.settings.llm
         with self._lock:
-            if spec not in self._backends:
-                self._backends[spec] = make_backend(self.settings, spec)
-            return self._backends[spec]
+            if spec in self._backends:
+                self._backends.move_to_end(spec)
+                return self._backends[spec]
+            backend = make_backend(self.settings, spec)
+            self._backends[spec] = backend
+            while len(self._backends) > self.settings.llm_cache_size:
+                self._backends.popitem(last=False)
+            return backend
 
     def pipeline(self, llm: str | None = None) -> AnswerPipeline:
         """The named answer steps over the open index, with the backend for ``llm``."""
@@ -140,23 +156,39 @@ class PaperQA:
         progress: Callable[[str, int, int], None] | None = None,
     ) -> IngestReport:
         """Read every file (a bad file raises LoaderError naming it before anything is
-        written), then add the papers; unchanged papers are skipped. ``rebuild`` drops the
-        index first and re-embeds everything."""
+        written), then add the papers; unchanged papers are skipped. ``rebuild`` re-embeds
+        everything into a new index beside the current one, after checking that the settings
+        work, and switches to it only once it is complete: on any failure the old index
+        stays (RebuildError)."""
         from rag_papers.store.index import PaperIndex, load_files
 
         papers, report = load_files(paths, format=format, fields=fields, on_file=on_file)
+        if rebuild:
+            from rag_papers.store.rebuild import rebuild_index
+
+            # The current index keeps answering (other threads) until the switch.
+            built, written = rebuild_index(self.settings, papers, progress=progress)
+            with self._lock:
+                old, self._index = self._index, built
+            if old is not None:
+                old.close()
+            report.merge(written)
+            return report
         with self._lock:
-            if rebuild and self._index is not None:
-                self._index.close()
-                self._index = None
             if self._index is None:
-                self._index = PaperIndex(self.settings, rebuild=rebuild)
+                self._index = PaperIndex(self.settings)
             index = self._index
         report.merge(index.ingest(papers, progress=progress))
         return report
 
     def list_papers(self, *, limit: int | None = None, offset: int = 0) -> PaperPage:
-        """A page of the papers in the index, in catalog order."""
+        """A page of the papers in the index, in catalog order. BoundsError (a ValueError)
+        for a limit outside 1..100,000 or a negative offset."""
+        from rag_papers.store.bounds import MAX_LIMIT, MAX_OFFSET, check_int
+
+        if limit is not None:
+            check_int("limit", limit, 1, MAX_LIMIT)
+        check_int("offset", offset, 0, MAX_OFFSET)
         with self._catalog() as catalog:
             return PaperPage(catalog.count(), offset, catalog.list(limit=limit, offset=offset))
 
@@ -182,7 +214,8 @@ class PaperQA:
         """The catalog to read, as a context manager.
 
         Fast path: an embedded index's local SQLite catalog, read directly (no Chroma
-        import). With a Chroma server, or before any index exists, the index opens.
+        import), read-only when the folder is. With a Chroma server, before any index
+        exists, or when the file cannot be read (the index then repairs it), the index opens.
         """
         from contextlib import contextmanager, nullcontext
 
@@ -192,10 +225,16 @@ class PaperQA:
 
         path = catalog_path(self.settings)
         if not self.settings.chroma_url and path.is_file():
-            from rag_papers.store.catalog import Catalog
+            import os
 
-            catalog = Catalog(path)
-            if catalog.count():
+            from rag_papers.store.catalog import Catalog, CatalogDamagedError
+
+            writable = os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)
+            try:
+                catalog = Catalog(path, read_only=not writable)
+            except CatalogDamagedError:
+                catalog = None  # the index rebuilds it (or reads a repaired copy)
+            if catalog is not None and catalog.count():
 
                 @contextmanager
                 def closing() -> Iterator[Catalog]:
@@ -205,7 +244,8 @@ class PaperQA:
                         catalog.close()
 
                 return closing()
-            catalog.close()
+            if catalog is not None:
+                catalog.close()
         return nullcontext(self._open_index().catalog)
 
     # --- search and answers -----------------------------------------------------------------
@@ -219,7 +259,11 @@ class PaperQA:
         sentences: bool = False,
     ) -> list[ScoredPaper]:
         """Papers for ``question``, best first. ``sentences``: also each paper's sentence
-        most similar to the question (``ScoredPaper.best_sentence``)."""
+        most similar to the question (``ScoredPaper.best_sentence``). BoundsError (a
+        ValueError) for k outside 1..1000 or a filter year outside 0..9999."""
+        from rag_papers.store.bounds import check_search
+
+        check_search(k, *((filters.year_min, filters.year_max) if filters else ()))
         pipeline = self.pipeline("extractive")
         retrieved = pipeline.retrieve(question, k=k, mode=mode, filters=filters)
         if sentences:

@@ -2,19 +2,50 @@
 
 A cache of the Chroma collection: it answers `papers list/show` without importing Chroma,
 decides what an ingest must (re)write, and is rebuilt from Chroma when they disagree.
+
+A damaged file (not a database, or failing SQLite's quick check) is found on open: a writable
+catalog is then discarded with a one-line warning naming it, and the index rebuilds it from
+the collection. Damage found later, in use, is a CatalogDamagedError naming the file; a
+writable file is removed then, so the next open rebuilds it. ``read_only`` opens the file
+without writing anything (a read-only index dir).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
+from rag_papers.core.errors import RagPapersError
 from rag_papers.core.papers import Paper
+from rag_papers.store.bounds import MAX_LIMIT, MAX_OFFSET, check_int, check_year
 
-__all__ = ["Catalog"]
+__all__ = ["Catalog", "CatalogDamagedError", "is_damage"]
+
+log = logging.getLogger("rag_papers.store")
+_DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+class CatalogDamagedError(RagPapersError, RuntimeError):
+    """The catalog file cannot be read; it is a cache, so deleting it is always safe."""
+
+
+class _QuickCheckFailed(sqlite3.DatabaseError):
+    pass
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file is not a sound database (not: locked, read-only...)."""
+    if isinstance(exc, _QuickCheckFailed):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _DAMAGE_CODES
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (
@@ -44,14 +75,87 @@ def _row(p: Paper, n_chunks: int) -> tuple[object, ...]:
     return (p.id, p.content_hash, n_chunks, p.year, authors, categories, json.dumps(p.to_dict()))
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    method: Callable[Concatenate[Catalog, _P], _R],
+) -> Callable[Concatenate[Catalog, _P], _R]:
+    """SQLite's 'malformed'/'not a database' in use -> CatalogDamagedError naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Catalog, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            raise self._damaged(exc) from None
+
+    return wrapper
+
+
 class Catalog:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.read_only = read_only
+        if read_only:
+            self._db = self._connect_read_only()
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            log.warning("catalog %s is damaged (%s): rebuilding it from the collection", path, exc)
+            self._discard()
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            _check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        # mode=ro needs the -shm file of a WAL database, or a writable folder to make one;
+        # immutable=1 reads without either (nobody can write a read-only folder meanwhile).
+        uri = self.path.resolve().as_uri()
+        last: sqlite3.Error | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            db = sqlite3.connect(f"{uri}?{flags}", uri=True, check_same_thread=False)
+            try:
+                _check(db)
+                db.execute("SELECT 1 FROM papers LIMIT 1").fetchall()
+                return db
+            except sqlite3.Error as exc:
+                db.close()
+                last = exc
+                if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+                    break
+        raise CatalogDamagedError(f"catalog {self.path} cannot be read: {last}")
+
+    def _damaged(self, exc: sqlite3.Error) -> CatalogDamagedError:
+        if self.read_only:
+            fix = "it is a cache of the collection; a user who may write the index dir rebuilds it"
+        else:
+            self._discard()  # a cache: the next open rebuilds it from the collection
+            fix = "it was removed and is rebuilt from the collection on the next open: run again"
+        log.warning("catalog %s is damaged (%s)", self.path, exc)
+        return CatalogDamagedError(f"catalog {self.path} is damaged ({exc}); {fix}")
+
+    def _discard(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with suppress(FileNotFoundError):
+                self.path.with_name(self.path.name + suffix).unlink()
 
     def close(self) -> None:
         self._db.close()
@@ -67,14 +171,17 @@ class Catalog:
         self._db.execute("COMMIT")
 
     # --- meta ---------------------------------------------------------------------------
+    @_guarded
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    @_guarded
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --- papers -------------------------------------------------------------------------
+    @_guarded
     def hashes(self, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
         """id -> (content hash, chunk count) for the ids that are stored."""
         out: dict[str, tuple[str, int]] = {}
@@ -87,19 +194,31 @@ class Catalog:
                 out[pid] = (h, n)
         return out
 
+    @_guarded
     def upsert(self, rows: Iterable[tuple[Paper, int]]) -> None:
         with self.transaction() as db:
             db.executemany(_INSERT, [_row(p, n) for p, n in rows])
 
+    @_guarded
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        with self.transaction() as db:
+            for start in range(0, len(ids), 900):
+                part = ids[start : start + 900]
+                db.execute(f"DELETE FROM papers WHERE id IN ({','.join('?' * len(part))})", part)
+
+    @_guarded
     def replace_all(self, rows: Iterable[tuple[Paper, int]]) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM papers")
             db.executemany(_INSERT, [_row(p, n) for p, n in rows])
 
+    @_guarded
     def get(self, paper_id: str) -> Paper | None:
         row = self._db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()
         return Paper.from_dict(json.loads(row[0])) if row else None
 
+    @_guarded
     def get_many(self, ids: Iterable[str]) -> dict[str, Paper]:
         out: dict[str, Paper] = {}
         ids = list(ids)
@@ -111,15 +230,21 @@ class Catalog:
                 out[paper.id] = paper
         return out
 
+    @_guarded
     def list(self, limit: int | None = None, offset: int = 0) -> list[Paper]:
+        if limit is not None:
+            check_int("limit", limit, 1, MAX_LIMIT)
+        check_int("offset", offset, 0, MAX_OFFSET)
         query = "SELECT data FROM papers ORDER BY rowid LIMIT ? OFFSET ?"
         rows = self._db.execute(query, (-1 if limit is None else limit, offset))
         return [Paper.from_dict(json.loads(d)) for (d,) in rows]
 
+    @_guarded
     def iter_all(self) -> Iterator[Paper]:
-        for (data,) in self._db.execute("SELECT data FROM papers ORDER BY id"):
-            yield Paper.from_dict(json.loads(data))
+        rows = self._db.execute("SELECT data FROM papers ORDER BY id").fetchall()  # guarded
+        return (Paper.from_dict(json.loads(data)) for (data,) in rows)
 
+    @_guarded
     def filter_ids(
         self,
         *,
@@ -130,6 +255,8 @@ class Catalog:
         ids: Iterable[str] | None = None,
     ) -> set[str]:
         """Ids of the papers that pass every given condition."""
+        check_year("year_min", year_min)
+        check_year("year_max", year_max)
         clauses: list[str] = []
         params: list[object] = []
         if year_min is not None:
@@ -150,11 +277,20 @@ class Catalog:
             found &= set(ids)
         return found
 
+    @_guarded
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM papers").fetchone()[0])
 
+    @_guarded
     def count_chunks(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(n_chunks), 0) FROM papers").fetchone()[0])
+
+
+def _check(db: sqlite3.Connection) -> None:
+    """DatabaseError when the file is not a sound SQLite database."""
+    row = db.execute("PRAGMA quick_check(1)").fetchone()
+    if row is None or row[0] != "ok":
+        raise _QuickCheckFailed(f"quick_check: {row[0] if row else 'no answer'}")
 
 
 def _like(text: str) -> str:

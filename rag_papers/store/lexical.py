@@ -2,20 +2,55 @@
 
 bm25s has no incremental update, so the sidecar is rebuilt from the catalog after every
 ingest that wrote something; it records the catalog generation it was built from, and a
-mismatch on open (an interrupted ingest, another writer) triggers a rebuild.
+mismatch on open (an interrupted ingest, another writer) triggers a rebuild. A sidecar that
+cannot be read or does not hold together (a damaged file) is a cache miss: it is logged with
+its path and rebuilt from the catalog, like a missing one.
+
+bm25s imports numba whenever numba is installed (0.5 s more per command) although this
+index uses its numpy backend; ``import_bm25s`` hides numba while bm25s is imported.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BM25Sidecar"]
+__all__ = ["BM25Sidecar", "import_bm25s"]
+
+log = logging.getLogger("rag_papers.store")
+_IMPORT_LOCK = threading.Lock()
+_ABSENT: Any = object()
+
+
+def import_bm25s() -> ModuleType:
+    """bm25s, imported without numba: its own numba check is a bare ``import numba``.
+
+    A None entry in sys.modules makes that import raise ImportError, so bm25s falls back to
+    numpy (the backend we use anyway); the entry is removed again afterwards. When numba is
+    already imported (the eval harness), it is hidden all the same and then put back.
+    """
+    if (mod := sys.modules.get("bm25s")) is not None:
+        return mod
+    with _IMPORT_LOCK:
+        saved = sys.modules.get("numba", _ABSENT)
+        sys.modules["numba"] = None  # type: ignore[assignment]
+        try:
+            import bm25s
+        finally:
+            if saved is _ABSENT:
+                sys.modules.pop("numba", None)
+            else:
+                sys.modules["numba"] = saved  # type: ignore[assignment]
+    return bm25s
 
 
 def _stemmer() -> Any:
@@ -39,14 +74,25 @@ class BM25Sidecar:
         info = self.directory / "ids.json"
         if not info.exists():
             return
-        import bm25s
-
-        data = json.loads(info.read_text())
-        self._ids = data["ids"]
-        self.generation = data["generation"]
-        self._pos = {pid: i for i, pid in enumerate(self._ids)}
-        if self._ids:
-            self._model = bm25s.BM25.load(self.directory / "model", mmap=False)
+        try:
+            data = json.loads(info.read_text(encoding="utf-8"))
+            ids = [str(pid) for pid in data["ids"]]
+            generation = str(data["generation"])
+            model = None
+            if ids:
+                bm25s = import_bm25s()
+                model = bm25s.BM25.load(self.directory / "model", mmap=False, show_progress=False)
+                _check_model(model, len(ids))
+        except Exception as exc:  # any damage: a cache miss, rebuilt by the index
+            log.warning(
+                "BM25 index %s is damaged (%s: %s): rebuilding it from the catalog",
+                self.directory,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return
+        self._model, self._ids, self.generation = model, ids, generation
+        self._pos = {pid: i for i, pid in enumerate(ids)}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -62,7 +108,7 @@ class BM25Sidecar:
 
     def build(self, docs: Iterable[tuple[str, str]], generation: str) -> None:
         """(paper id, text) pairs -> a fresh index, written atomically (tmp dir, then rename)."""
-        import bm25s
+        bm25s = import_bm25s()
 
         pairs = list(docs)
         tmp = self.directory.with_name(self.directory.name + ".tmp")
@@ -94,7 +140,7 @@ class BM25Sidecar:
         """Top-k (paper id, BM25 score) with score > 0, restricted to ``allowed`` ids."""
         if self._model is None or not self._ids:
             return []
-        import bm25s
+        bm25s = import_bm25s()
 
         tokens = bm25s.tokenize(
             [query], stopwords="en", stemmer=self._stem, return_ids=False, show_progress=False
@@ -118,3 +164,19 @@ class BM25Sidecar:
         return [
             (self._ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0
         ]
+
+
+def _check_model(model: Any, n_docs: int) -> None:
+    """ValueError unless the loaded arrays describe ``n_docs`` documents consistently."""
+    scores = model.scores
+    data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+    if int(scores["num_docs"]) != n_docs:
+        raise ValueError(f"{scores['num_docs']} documents in the model, {n_docs} ids")
+    if len(data) != len(indices) or not len(indptr) or int(indptr[-1]) != len(indices):
+        raise ValueError("score arrays of different lengths")
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_docs):
+        raise ValueError("document numbers out of range")
+    if np.any(np.diff(indptr) < 0) or not np.all(np.isfinite(data)):
+        raise ValueError("score arrays out of order or not finite")
+    if model.vocab_dict and max(model.vocab_dict.values()) >= len(indptr):
+        raise ValueError("vocabulary larger than the score arrays")

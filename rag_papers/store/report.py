@@ -20,6 +20,7 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    migrated: int = 0  # old copies replaced by the same paper under its own id (legacy.py)
     chunks_written: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     duplicates: list[Rejected] = field(default_factory=list)
@@ -30,6 +31,7 @@ class IngestReport:
         self.added += other.added
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.migrated += other.migrated
         self.chunks_written += other.chunks_written
         self.rejected.extend(other.rejected)
         self.duplicates.extend(other.duplicates)
@@ -41,6 +43,7 @@ class IngestReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "migrated": self.migrated,
             "chunks_written": self.chunks_written,
             "rejected": [str(r) for r in self.rejected],
             "duplicates": [str(r) for r in self.duplicates],

@@ -70,7 +70,7 @@ def _paper(entry: Mapping[str, Any], *, source: str, line: int) -> Paper:
             dict.fromkeys(t.strip() for t in terms if isinstance(t, str) and t.strip())
         ),
         doi=_text(entry, "arxiv_doi") or None,
-        arxiv=entry_id,
+        record_id=entry_id,
     )
 
 

@@ -1,10 +1,19 @@
-"""BibTeX entries that carry an ``abstract`` field, parsed with bibtexparser 2."""
+"""BibTeX entries that carry an ``abstract`` field, parsed with bibtexparser 2.
+
+LaTeX in names, titles and abstracts is decoded with pylatexenc (``M{\\"u}ller`` -> Müller,
+``\\&`` -> &); math (``$...$``) and macros pylatexenc does not know are kept as written.
+The paper id is the arXiv eprint, else the DOI, else the entry key (a reference manager's
+label: weaker than either), else a title slug.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import bibtexparser
 from bibtexparser.middlewares.names import (
@@ -30,11 +39,41 @@ from rag_papers.ingest.loaders.records import (
     extract_year,
 )
 
-__all__ = ["parse_bibtex", "person_names"]
+__all__ = ["decode_latex", "parse_bibtex", "person_names"]
 
 # Parse errors come back as Rejected records. Without a handler of its own, bibtexparser's log
 # lines about them would also reach stderr through logging's last-resort handler.
 logging.getLogger("bibtexparser").addHandler(logging.NullHandler())
+
+
+# A bare % starts a LaTeX comment: it would cut the rest of the text off.
+_BARE_PERCENT = re.compile(r"(?<!\\)%")
+
+
+@cache
+def _latex_to_text() -> Any:
+    from pylatexenc.latex2text import (
+        LatexNodes2Text,
+        MacroTextSpec,
+        get_default_latex_context_db,
+    )
+
+    context = get_default_latex_context_db().filter_context()  # a copy we may change
+    # An unknown macro (\\sysname) is kept as written rather than dropped.
+    context.set_unknown_macro_spec(
+        MacroTextSpec("", simplify_repl=lambda node, **_: node.latex_verbatim())
+    )
+    return LatexNodes2Text(latex_context=context, math_mode="verbatim", strict_latex_spaces=True)
+
+
+def decode_latex(text: str) -> str:
+    """LaTeX accents, escapes and text macros -> Unicode; math and unknown macros kept."""
+    if "\\" not in text:
+        return text  # braces alone are left to clean_text
+    try:
+        return str(_latex_to_text().latex_to_text(_BARE_PERCENT.sub(r"\\%", text)))
+    except Exception:  # pylatexenc is tolerant, but a text it chokes on is kept, not lost
+        return text
 
 
 def person_names(value: str) -> list[str]:
@@ -45,7 +84,7 @@ def person_names(value: str) -> list[str]:
             names.append(parse_single_name_into_parts(person, strict=False).merge_first_name_first)
         except ValueError:
             names.append(person)  # an odd name is still better shown than dropped
-    return [name for name in (clean_text(n, braces=True) for n in names) if name]
+    return [name for name in (clean_text(decode_latex(n), braces=True) for n in names) if name]
 
 
 def _field(entry: Entry, key: str) -> str | None:
@@ -76,14 +115,15 @@ def _paper(entry: Entry, *, source: str, line: int) -> Paper:
     return build_paper(
         source=source,
         line=line,
-        title=title,
-        abstract=abstract,
+        title=decode_latex(title),
+        abstract=decode_latex(abstract),
         authors=person_names(_field(entry, "author") or ""),
         year=extract_year(year_text) if year_text else None,
         url=_field(entry, "url"),
         categories=as_categories(keywords, "keywords") if keywords else None,
         doi=_field(entry, "doi"),
         arxiv=_arxiv(entry),
+        fallback_id=entry.key,
     )
 
 

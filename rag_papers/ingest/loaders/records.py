@@ -8,7 +8,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rag_papers.core.papers import Paper, arxiv_id, make_paper_id, normalise_doi
+from rag_papers.core.papers import (
+    MAX_ID_CHARS,
+    Paper,
+    arxiv_id,
+    canonical_id,
+    make_paper_id,
+    normalise_doi,
+)
 from rag_papers.ingest.loaders.common import RecordError, clean_text
 
 __all__ = [
@@ -188,18 +195,31 @@ def build_paper(
     categories: list[str] | None = None,
     doi: str | None = None,
     arxiv: str | None = None,
+    record_id: str | None = None,
+    fallback_id: str | None = None,
 ) -> Paper:
-    """Clean the text, check it is there, and give the paper its stable id."""
+    """Clean the text, check it is there, and give the paper its stable id.
+
+    ``record_id`` is the record's own id (an id column, an Atom <id>): kept as the paper id,
+    normalised when it is an arXiv id or a DOI. ``arxiv`` is an arXiv id found elsewhere (a
+    BibTeX eprint); ``fallback_id`` (a BibTeX key) is used when there is neither an own id,
+    an arXiv id nor a DOI.
+    """
     title = clean_text(title, braces=True)
     if not title:
         raise RecordError("title", "empty")
     abstract = clean_text(abstract)
     if not abstract:
         raise RecordError("abstract", "empty")
-    aid = arxiv_id(repair_arxiv_number(arxiv)) if arxiv else None
+    own = canonical_id(repair_arxiv_number(record_id.strip())) if record_id else None
+    if own and len(own) > MAX_ID_CHARS:
+        raise RecordError("id", f"longer than {MAX_ID_CHARS} characters ({len(own)})")
+    aid = arxiv_id(arxiv) if arxiv else None
+    if own and arxiv_id(own) == own:
+        aid = own
     norm_doi = normalise_doi(doi)
-    if norm_doi is None and arxiv and not aid:
-        norm_doi = normalise_doi(arxiv)  # an "id" column that holds a DOI
+    if norm_doi is None and own and own.startswith("doi:"):
+        norm_doi = own.removeprefix("doi:")  # an "id" column that holds a DOI
     url = clean_text(url) if url else None
     if not url:
         # A link to show next to a citation; arXiv and doi.org resolve these ids.
@@ -208,7 +228,7 @@ def build_paper(
         elif norm_doi:
             url = f"https://doi.org/{norm_doi}"
     return Paper(
-        id=make_paper_id(title=title, arxiv=aid, doi=norm_doi),
+        id=make_paper_id(title=title, own=own, arxiv=aid, doi=norm_doi, fallback=fallback_id),
         title=title,
         abstract=abstract,
         authors=authors or [],
@@ -272,5 +292,5 @@ def paper_from_record(
         url=as_text(url, "url", url_key) if url is not None else None,
         categories=as_categories(categories, cat_key),
         doi=as_text(doi, "doi", doi_key) if doi is not None else None,
-        arxiv=as_id(raw_id, id_key),
+        record_id=as_id(raw_id, id_key),
     )
