@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from typing import Any
 
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,14 +19,18 @@ __all__ = [
     "PUBLIC_PATHS",
     "KeyGuard",
     "check_bind",
-    "document_keys",
+    "check_key",
     "is_loopback",
     "resolve_key",
 ]
 
-# Reachable without a key: liveness for load balancers, and the (data-free) API docs.
-PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-# Ingest changes the index, so it needs a key even on loopback.
+# Reachable without a key: liveness and readiness for load balancers, and the (data-free)
+# API docs.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+# Ingest changes the index (and its jobs' reports name files), so it and everything under it
+# need a key even on loopback.
 INGEST_PATH = "/v1/ingest"
 KEY_HINT = "set RAG_PAPERS_SERVER_API_KEY or pass --api-key"
 
@@ -54,6 +56,17 @@ def check_bind(host: str, api_key: str | None) -> None:
             f"refusing to listen on {host!r} without an API key: anyone who can reach it could "
             "query and change the index. Set RAG_PAPERS_SERVER_API_KEY or pass --api-key, or "
             "listen on 127.0.0.1."
+        )
+
+
+def check_key(settings: Settings, api_key: str | None) -> None:
+    """Refuse a key shorter than settings.server_min_key_chars (raises SettingsError)."""
+    need = settings.server_min_key_chars
+    if api_key and len(api_key) < need:
+        raise SettingsError(
+            f"the server's API key is {len(api_key)} characters; it needs at least {need} "
+            '(server_min_key_chars). Make one with: python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))"'
         )
 
 
@@ -129,7 +142,7 @@ class KeyGuard:
         if path in PUBLIC_PATHS:
             return None
         if self.api_key is None:
-            if path == INGEST_PATH:
+            if path == INGEST_PATH or path.startswith(f"{INGEST_PATH}/"):
                 return error_response(
                     403,
                     f"ingest needs an API key, and this server has none: {KEY_HINT} when "
@@ -144,6 +157,7 @@ class KeyGuard:
             "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
             "authentication_error",
             headers={"WWW-Authenticate": "Bearer"},
+            code="invalid_api_key",
         )
 
     def _too_large_message(self) -> str:
@@ -163,22 +177,3 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def document_keys(app: FastAPI) -> None:
-    """Declare the two accepted key headers in the OpenAPI schema (so /docs can send one)."""
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = default_openapi()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            schema["security"] = [{"bearer": []}, {"apiKey": []}]
-            schema["paths"].get("/healthz", {}).get("get", {})["security"] = []
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,44 +1,40 @@
-"""The server's own API: health, ask (JSON or SSE), search, papers, stats and ingest (a file
-on the server's disk, or an upload). Every handler goes through the app's one PaperQA and
-runs its blocking calls in worker threads."""
+"""The server's own API: health and readiness, ask (JSON or SSE), search, papers and stats.
+Every handler goes through the app's one PaperQA and runs its blocking calls in worker
+threads; ingest is in ``routes_ingest``."""
 
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import time
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse
-from starlette.datastructures import UploadFile
 
-from rag_papers import FORMATS, Answer, __version__
-from rag_papers.server.deps import Engine, EngineDep
-from rag_papers.server.errors import ApiError, as_validation_error
-from rag_papers.server.guard import INGEST_PATH
+from rag_papers import Answer, __version__
+from rag_papers.server.deps import Engine, EngineDep, public_llm
+from rag_papers.server.errors import ApiError
+from rag_papers.server.ingest_files import public_source
 from rag_papers.server.schemas import (
-    ERROR_RESPONSES,
-    INGEST_REQUEST_BODY,
     AskBody,
-    IngestPathBody,
+    Health,
+    PaperList,
+    PaperRecord,
+    Ready,
     SearchBody,
+    SearchResponse,
+    SearchResult,
+    Stats,
+    errors,
+    sse_response,
 )
 from rag_papers.server.sse import ask_events
-
-if TYPE_CHECKING:
-    from rag_papers import IngestReport, PaperQA, Settings
 
 __all__ = [
     "ask",
     "healthz",
-    "ingest",
     "list_papers",
     "paper",
+    "readyz",
     "router",
     "search",
     "stats",
@@ -49,17 +45,43 @@ router = APIRouter()
 # A page of /v1/papers: papers carry whole abstracts, so a page stays modest.
 _PAGE_DEFAULT = 50
 _PAGE_MAX = 500
+_OFFSET_MAX = 2**31 - 1  # SQLite takes 64-bit offsets; nothing real is past this
+_READY_TIMEOUT_S = 10.0
+_ASK_EVENTS = "delta events ({text}), then answer (the Answer JSON), then done; or error"
 
 
 @router.get("/healthz", tags=["meta"])
-async def healthz(engine: EngineDep) -> dict[str, Any]:
-    qa = await asyncio.to_thread(engine.ready)
-    papers = await asyncio.to_thread(qa.count)
-    return {"status": "ok", "papers": papers, "version": __version__, "llm": engine.settings.llm}
+async def healthz(engine: EngineDep) -> Health:
+    """Liveness: answers on the event loop itself, without locks, threads or the index, so
+    it never waits behind an ingest or a slow answer. Readiness is /readyz."""
+    return Health(version=__version__, llm=public_llm(engine.settings.llm))
 
 
-@router.post("/v1/ask", tags=["papers"], responses={200: {"model": Answer}, **ERROR_RESPONSES})
+@router.get("/readyz", tags=["meta"], responses=errors(409, 503))
+async def readyz(engine: EngineDep) -> Ready:
+    """Readiness: the index opens and answers (its paper count); 503 when it does not."""
+
+    def count() -> int:
+        return engine.ready().count()
+
+    try:
+        papers = await asyncio.wait_for(asyncio.to_thread(count), _READY_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(
+            503, f"the index did not answer within {_READY_TIMEOUT_S:.0f} s", "store_unavailable"
+        ) from None
+    return Ready(papers=papers)
+
+
+@router.post(
+    "/v1/ask",
+    tags=["papers"],
+    response_model=Answer,
+    responses={**sse_response(_ASK_EVENTS), **errors(400, 401, 409, 413, 502, 503)},
+)
 async def ask(body: AskBody, engine: EngineDep) -> Any:
+    """The Answer JSON (``truncated`` says the LLM hit its token limit; ``sentences[].quotes``
+    hold a grounded answer's verified quotes), or server-sent events with ``stream``."""
     question = engine.check_question(body.question)
     engine.check_k(body.k)
     llm = engine.check_llm(body.llm)
@@ -71,13 +93,12 @@ async def ask(body: AskBody, engine: EngineDep) -> Any:
     }
     qa = await asyncio.to_thread(engine.prepare, llm)
     if not body.stream:
-        answer = await qa.aask(question, **kwargs)
-        return JSONResponse(answer.model_dump(mode="json"))
-    return EventSourceResponse(ask_events(qa, question, kwargs))
+        return await qa.aask(question, **kwargs)
+    return EventSourceResponse(ask_events(qa, question, kwargs, engine.scrub))
 
 
-@router.post("/v1/search", tags=["papers"], responses=ERROR_RESPONSES)
-async def search(body: SearchBody, engine: EngineDep) -> dict[str, Any]:
+@router.post("/v1/search", tags=["papers"], responses=errors(400, 401, 409, 413, 503))
+async def search(body: SearchBody, engine: EngineDep) -> SearchResponse:
     """Ranked papers, each with its sentence most similar to the query."""
     query = engine.check_question(body.query, "query")
     engine.check_k(body.k)
@@ -86,110 +107,44 @@ async def search(body: SearchBody, engine: EngineDep) -> dict[str, Any]:
     found = await asyncio.to_thread(
         qa.search, query, k=body.k, mode=body.mode, filters=filters, sentences=True
     )
-    results = [{**r.to_dict(), "sentence": r.best_sentence or ""} for r in found]
-    return {"query": query, "results": results}
+    results = [SearchResult(**r.to_dict(), sentence=r.best_sentence or "") for r in found]
+    return SearchResponse(query=query, results=results)
 
 
-@router.get("/v1/papers", tags=["papers"], responses=ERROR_RESPONSES)
+@router.get("/v1/papers", tags=["papers"], responses=errors(400, 401, 409, 503))
 async def list_papers(
     engine: EngineDep,
     limit: Annotated[int, Query(ge=1, le=_PAGE_MAX)] = _PAGE_DEFAULT,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+    offset: Annotated[int, Query(ge=0, le=_OFFSET_MAX)] = 0,
+) -> PaperList:
     """A page of the papers in the index, in catalog order: {total, offset, papers}."""
     qa = await asyncio.to_thread(engine.ready)
     page = await asyncio.to_thread(qa.list_papers, limit=limit, offset=offset)
-    papers = [p.to_dict() for p in page.papers]
-    return {"total": page.total, "offset": page.offset, "papers": papers}
+    papers = [_record(p.to_dict(), engine) for p in page.papers]
+    return PaperList(total=page.total, offset=page.offset, papers=papers)
 
 
-@router.get("/v1/papers/{paper_id:path}", tags=["papers"], responses=ERROR_RESPONSES)
-async def paper(paper_id: str, engine: EngineDep) -> dict[str, Any]:
+@router.get("/v1/papers/{paper_id:path}", tags=["papers"], responses=errors(401, 404, 409, 503))
+async def paper(paper_id: str, engine: EngineDep) -> PaperRecord:
     qa = await asyncio.to_thread(engine.ready)
     found = await asyncio.to_thread(qa.paper, paper_id)
     if found is None:
-        raise ApiError(404, f"no paper with id {paper_id!r} in the index", "not_found_error")
-    return found.to_dict()
-
-
-@router.get("/v1/stats", tags=["papers"], responses=ERROR_RESPONSES)
-async def stats(engine: EngineDep) -> dict[str, Any]:
-    """Papers, chunks, embedding model, chunker, store, collection, size, BM25 documents."""
-    qa = await asyncio.to_thread(engine.ready)
-    return await asyncio.to_thread(qa.stats)
-
-
-@router.post(
-    INGEST_PATH,
-    tags=["papers"],
-    responses=ERROR_RESPONSES,
-    openapi_extra={"requestBody": INGEST_REQUEST_BODY},
-)
-async def ingest(request: Request, engine: EngineDep) -> dict[str, Any]:
-    """Add papers: JSON {path, format?, fields?} naming a file on the server's disk, or a
-    multipart upload (file, format?). Uploads are kept under <data_dir>/uploads so the
-    papers' ``source`` stays a real file. Always needs the API key."""
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
-        path, fmt, fields = await _receive_upload(request, engine.settings)
-    elif content_type.startswith("application/json") or not content_type:
-        try:
-            spec = IngestPathBody.model_validate_json(await request.body())
-        except ValueError as exc:
-            raise as_validation_error(exc) from None
-        path, fmt, fields = Path(spec.path).expanduser(), spec.format, spec.fields
-    else:
         raise ApiError(
-            415,
-            f"unsupported content type {content_type!r}: send "
-            "application/json or multipart/form-data",
+            404, f"no paper with id {paper_id!r} in the index", "not_found_error", param="paper_id"
         )
-    if fmt is not None and fmt not in FORMATS:
-        raise ApiError(422, f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
+    return _record(found.to_dict(), engine)
+
+
+@router.get("/v1/stats", tags=["papers"], responses=errors(401, 409, 503))
+async def stats(engine: EngineDep) -> Stats:
+    """Papers, chunks, embedding model, chunker, store kind, collection, size, BM25 documents."""
     qa = await asyncio.to_thread(engine.ready)
-    report = await asyncio.to_thread(_ingest, engine, qa, path, fmt, fields)
-    papers = await asyncio.to_thread(qa.count)
-    return {**report.to_dict(), "papers": papers}
+    data = await asyncio.to_thread(qa.stats)
+    # The store's location is a path (or an internal URL): clients learn only its kind.
+    data["store"] = "chroma server" if engine.settings.chroma_url else "embedded"
+    return Stats(**data)
 
 
-def _ingest(
-    engine: Engine, qa: PaperQA, path: Path, fmt: str | None, fields: dict[str, str] | None
-) -> IngestReport:
-    with engine.ingest_lock:
-        try:
-            return qa.ingest([path], format=fmt, fields=fields)
-        except ValueError as exc:  # a field mapping that cannot apply to this format
-            raise ApiError(400, str(exc)) from None
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-async def _receive_upload(
-    request: Request, settings: Settings
-) -> tuple[Path, str | None, dict[str, str] | None]:
-    form = await request.form(max_files=1, max_fields=4)
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "multipart ingest needs a 'file' part (the papers file)")
-        fmt = form.get("format")
-        if fmt is not None and not isinstance(fmt, str):
-            raise ApiError(422, "'format' must be a text field")
-        # Keep the client's name (sanitised): the extension drives format detection and
-        # the name shows up in rejected-record messages.
-        name = _UNSAFE.sub("_", Path(upload.filename or "upload").name).strip("._")[:100]
-        dest_dir = settings.data_dir / "uploads"
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        dest = dest_dir / f"{stamp}-{name or 'upload'}"
-
-        def save() -> None:
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            upload.file.seek(0)
-            with dest.open("wb") as fh:
-                shutil.copyfileobj(upload.file, fh)
-
-        await asyncio.to_thread(save)
-        return dest, (fmt or None), None
-    finally:
-        await form.close()
+def _record(data: dict[str, Any], engine: Engine) -> PaperRecord:
+    data["source"] = public_source(str(data.get("source") or ""), engine.settings)
+    return PaperRecord(**data)

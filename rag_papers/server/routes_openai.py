@@ -3,67 +3,79 @@ OpenAI client can ask the paper index.
 
 The ``model`` of a chat request is echoed and otherwise ignored, except
 ``rag-papers:<llm spec>`` (e.g. ``rag-papers:extractive``), which answers that one request with
-that llm. The answer text ends in a sources list (``[n] Title (year) id``, or the closest papers
-when the engine abstained); the full Answer rides along as ``rag_papers`` and ``citations``.
+that llm if the server allows it. Parameters the server cannot honour are refused by name
+(``schemas_openai``); ``stop`` and ``max_tokens`` cut the reply (``openai_reply``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse
 
-from rag_papers import Answer, __version__
-from rag_papers.server.deps import EngineDep
+from rag_papers import __version__
+from rag_papers.server.deps import EngineDep, public_llm
 from rag_papers.server.errors import ApiError
-from rag_papers.server.schemas import ERROR_RESPONSES, MODEL_ID, ChatBody, ChatMessage
-from rag_papers.server.sse import answer_stream, error_event
+from rag_papers.server.limits import OutputLimit
+from rag_papers.server.openai_reply import SOURCES_TAIL, chat_completion, chat_events
+from rag_papers.server.schemas import MODEL_ID, errors, sse_response
+from rag_papers.server.schemas_openai import (
+    ChatBody,
+    ChatCompletion,
+    ChatMessage,
+    ModelCard,
+    ModelList,
+    refuse_unsupported,
+)
 
 if TYPE_CHECKING:
-    from rag_papers import PaperQA, Settings
+    from rag_papers import Settings
 
-__all__ = [
-    "chat_completion",
-    "chat_completions",
-    "model",
-    "models",
-    "router",
-    "sources_block",
-    "split_messages",
-]
+__all__ = ["chat_completions", "model", "models", "router", "split_messages"]
 
 router = APIRouter(tags=["openai"])
 
-
-@router.get("/v1/models")
-async def models(engine: EngineDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_card(engine.settings)]}
+_CHUNK_EVENTS = "data: chat.completion.chunk JSON per event, then data: [DONE]"
 
 
-@router.get("/v1/models/{model_id}", responses=ERROR_RESPONSES)
-async def model(model_id: str, engine: EngineDep) -> dict[str, Any]:
+@router.get("/v1/models", responses=errors(401))
+async def models(engine: EngineDep) -> ModelList:
+    return ModelList(data=[_model_card(engine.settings, engine.allowed_llms())])
+
+
+@router.get("/v1/models/{model_id}", responses=errors(401, 404))
+async def model(model_id: str, engine: EngineDep) -> ModelCard:
     if model_id != MODEL_ID:
         raise ApiError(
-            404, f"no model {model_id!r}; this server has {MODEL_ID!r}", "not_found_error"
+            404,
+            f"no model {model_id!r}; this server has {MODEL_ID!r}",
+            "not_found_error",
+            param="model",
+            code="model_not_found",
         )
-    return _model_card(engine.settings)
+    return _model_card(engine.settings, engine.allowed_llms())
 
 
-@router.post("/v1/chat/completions", responses=ERROR_RESPONSES)
-async def chat_completions(body: ChatBody, engine: EngineDep) -> Any:
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={
+        **sse_response(_CHUNK_EVENTS, "ChatCompletionChunk"),
+        **errors(400, 401, 409, 413, 502, 503),
+    },
+)
+async def chat_completions(body: ChatBody, request: Request, engine: EngineDep) -> Any:
+    refuse_unsupported(body)
     question, history = split_messages(body.messages)
-    question = engine.check_question(question)
+    question = engine.check_question(question, "messages")
     engine.check_k(body.k)
     llm = None
     if body.model.startswith(f"{MODEL_ID}:"):
-        llm = engine.check_llm(body.model.split(":", 1)[1])
+        llm = engine.check_llm(body.model.split(":", 1)[1], param="model")
     qa = await asyncio.to_thread(engine.prepare, llm)
     standalone = None
     if history:
@@ -77,128 +89,33 @@ async def chat_completions(body: ChatBody, engine: EngineDep) -> Any:
         "standalone_question": standalone,
     }
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    limit = OutputLimit(body.stop_list(), body.token_limit(), engine.settings.tokenizer)
+    base_url = str(request.base_url)
     if body.stream:
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        events = _chat_events(qa, question, kwargs, completion_id, body.model, include_usage)
+        options = body.stream_options
+        events = chat_events(
+            qa,
+            question,
+            kwargs,
+            completion_id=completion_id,
+            model=body.model,
+            include_usage=bool(options and options.include_usage),
+            limit=limit,
+            base_url=base_url,
+            scrub=engine.scrub,
+        )
         return EventSourceResponse(events)
     answer = await qa.aask(question, **kwargs)
-    return chat_completion(answer, completion_id, body.model)
-
-
-# --- the answer as OpenAI objects --------------------------------------------------------------
-def _reference(title: str, year: int | None, paper_id: str) -> str:
-    """'Title (year) id': the one form of a paper in a chat reply (clients show plain text)."""
-    return f"{title} ({year}) {paper_id}" if year else f"{title} {paper_id}"
-
-
-def sources_block(answer: Answer) -> str:
-    """'Sources:' with one '[n] Title (year) id' line per citation (closest papers on abstain)."""
-    if answer.citations:
-        cited = answer.citations
-        lines = [f"[{c.marker}] {_reference(c.title, c.year, c.paper_id)}" for c in cited]
-        return "Sources:\n" + "\n".join(lines)
-    if answer.abstained and answer.sources:
-        lines = [f"- {_reference(s.title, s.year, s.paper_id)}" for s in answer.sources[:3]]
-        return "Closest papers:\n" + "\n".join(lines)
-    return ""
-
-
-# What sources_block appends, to take it off an earlier reply sent back as history.
-_SOURCES_TAIL = re.compile(r"\n\n(?:Sources|Closest papers):\n.*\Z", re.DOTALL)
-
-
-def _full_text(answer: Answer) -> str:
-    block = sources_block(answer)
-    return f"{answer.text}\n\n{block}" if block else answer.text
-
-
-def _usage(answer: Answer) -> dict[str, int]:
-    u = answer.usage
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
-
-
-def chat_completion(answer: Answer, completion_id: str, model: str) -> dict[str, Any]:
-    """An OpenAI chat.completion, with the Answer and its citations as extra fields."""
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": _full_text(answer)},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(answer),
-        "citations": [c.model_dump(mode="json") for c in answer.citations],
-        "rag_papers": answer.model_dump(mode="json"),
-    }
-
-
-async def _chat_events(
-    qa: PaperQA,
-    question: str,
-    kwargs: dict[str, Any],
-    completion_id: str,
-    model: str,
-    include_usage: bool,
-) -> AsyncIterator[ServerSentEvent]:
-    """chat.completion.chunk events: role, content deltas, the sources, stop, usage, [DONE]."""
-    created = int(time.time())
-
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            **extra,
-        }
-        return ServerSentEvent(data=json.dumps(body))
-
-    def delta(content: dict[str, Any], finish: str | None = None, **extra: Any) -> ServerSentEvent:
-        choice = {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
-        return chunk([choice], **extra)
-
-    yield delta({"role": "assistant", "content": ""})
-    answer: Answer | None = None
-    try:
-        async with answer_stream(qa, question, kwargs) as items:
-            async for item in items:
-                if isinstance(item, Answer):
-                    answer = item
-                elif item:
-                    yield delta({"content": item})
-    except Exception as exc:  # headers are sent already: report it as an event
-        yield error_event(exc)
-        return
-    assert answer is not None  # astream always ends with the Answer
-    if block := sources_block(answer):
-        yield delta({"content": f"\n\n{block}"})
-    yield delta(
-        {},
-        "stop",
-        citations=[c.model_dump(mode="json") for c in answer.citations],
-        rag_papers=answer.model_dump(mode="json"),
-    )
-    if include_usage:
-        yield chunk([], usage=_usage(answer))
-    yield ServerSentEvent(data="[DONE]")
+    return chat_completion(answer, completion_id, body.model, limit, base_url)
 
 
 def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
     """The last user message, and the (user, assistant) turns before it."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None:
-        raise ApiError(422, "messages: there is no user message to answer")
+        raise ApiError(
+            400, "messages: there is no user message to answer", param="messages", code="missing"
+        )
     history: list[tuple[str, str]] = []
     pending: str | None = None
     for m in messages[:last]:
@@ -206,22 +123,23 @@ def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str
             pending = m.text()
         elif m.role == "assistant" and pending is not None:
             # Our own earlier replies end in a sources list: not part of what was said.
-            history.append((pending, _SOURCES_TAIL.sub("", m.text())))
+            history.append((pending, SOURCES_TAIL.sub("", m.text())))
             pending = None
     return messages[last].text(), history
 
 
-def _model_card(settings: Settings) -> dict[str, Any]:
-    return {
-        "id": MODEL_ID,
-        "object": "model",
-        "created": 0,
-        "owned_by": settings.llm,
-        "metadata": {
-            "llm": settings.llm,
+def _model_card(settings: Settings, allowed: list[str]) -> ModelCard:
+    llm = public_llm(settings.llm)
+    return ModelCard(
+        id=MODEL_ID,
+        owned_by=llm,
+        metadata={
+            "llm": llm,
+            "allowed_llms": allowed,
             "retrieval_mode": settings.retrieval_mode,
             "top_k": settings.top_k,
             "version": __version__,
-            "llm_override": f"send model '{MODEL_ID}:<llm spec>' to answer with another llm",
+            "llm_override": f"send model '{MODEL_ID}:<llm spec>' (an allowed one) to answer "
+            "with another llm",
         },
-    }
+    )

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from sse_starlette import ServerSentEvent
 
 from rag_papers import Answer, CancelToken
-from rag_papers.server.errors import classify
+from rag_papers.server.errors import classify, error_body
 
 if TYPE_CHECKING:
     from rag_papers import PaperQA
@@ -45,18 +45,18 @@ async def answer_stream(
             await aclose()
 
 
-def error_event(exc: BaseException) -> ServerSentEvent:
-    """An ``error`` event: once the headers are out, a failure can only be reported in-band."""
-    status, message, type_ = classify(exc)
-    if status >= 500 and type_ == "server_error":
+def error_event(exc: BaseException, scrub: Callable[[str], str]) -> ServerSentEvent:
+    """An ``error`` event: once the headers are out, a failure can only be reported in-band
+    (the one error shape; ``scrub`` takes the server's paths out of the message)."""
+    error = classify(exc)
+    if error.status >= 500 and error.type == "server_error":
         log.error("error while streaming", exc_info=exc)
-    return ServerSentEvent(
-        event="error", data=json.dumps({"error": {"message": message, "type": type_}})
-    )
+    body = error_body(scrub(error.message), error.type, error.param, error.code)
+    return ServerSentEvent(event="error", data=json.dumps(body))
 
 
 async def ask_events(
-    qa: PaperQA, question: str, kwargs: dict[str, Any]
+    qa: PaperQA, question: str, kwargs: dict[str, Any], scrub: Callable[[str], str]
 ) -> AsyncIterator[ServerSentEvent]:
     """/v1/ask's stream: ``delta`` events ({"text"}), then ``answer`` (the Answer JSON), then
     ``done``; or an ``error`` event."""
@@ -68,6 +68,6 @@ async def ask_events(
                 else:
                     yield ServerSentEvent(event="delta", data=json.dumps({"text": item}))
     except Exception as exc:  # headers are sent already: report it as an event
-        yield error_event(exc)
+        yield error_event(exc, scrub)
         return
     yield ServerSentEvent(event="done", data="{}")
