@@ -29,8 +29,8 @@ demo: install
 	$(BIN)/rag-papers ask "$(QUESTION)"
 
 lint: install-dev
-	$(BIN)/ruff check rag_papers tests benchmarks examples
-	$(BIN)/ruff format --check rag_papers tests benchmarks examples
+	$(BIN)/ruff check rag_papers tests benchmarks examples tools
+	$(BIN)/ruff format --check rag_papers tests benchmarks examples tools
 	$(BIN)/lint-imports
 	$(BIN)/deptry rag_papers
 	$(BIN)/vulture rag_papers --min-confidence 80

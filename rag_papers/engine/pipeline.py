@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.citations import MarkerFilter, is_abstention, parse_citations
@@ -26,12 +27,12 @@ from rag_papers.answering.grounded import (
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.answering.usage import count_usage
-from rag_papers.engine.steps import Context, Generated, Retrieved
+from rag_papers.engine.steps import Context, Generated, Retrieved, abstain, rounded
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from rag_papers.answering.llms import LLMBackend
+    from rag_papers.answering.llms import Generation, LLMBackend
     from rag_papers.core.settings import Settings
     from rag_papers.core.specs import Mode
     from rag_papers.retrieval.retriever import Filters
@@ -153,11 +154,12 @@ class AnswerPipeline:
         context: Context,
         *,
         on_delta: Callable[[str], None] | None = None,
+        generation: Generation | None = None,
     ) -> Generated:
         if self.backend is None:
             return self._extract(retrieved, context, on_delta)
         if self.grounded:
-            return self._ground(retrieved, context, on_delta)
+            return self._ground(retrieved, context, on_delta, generation)
         s = self.settings
         system = load_prompt("system", s.prompts.get("system")).render(
             abstain_phrase=ABSTAIN_PHRASE
@@ -174,7 +176,7 @@ class AnswerPipeline:
                 if text := flt.feed(delta):
                     on_delta(text)
 
-        completion = self.backend.complete(messages, on_delta=sink)
+        completion = self.backend.complete(messages, on_delta=sink, generation=generation)
         if on_delta is not None and (rest := flt.flush()):
             on_delta(rest)
         out = Generated(
@@ -191,6 +193,7 @@ class AnswerPipeline:
         retrieved: Retrieved,
         context: Context,
         on_delta: Callable[[str], None] | None,
+        generation: Generation | None = None,
     ) -> Generated:
         """Claims with quotes as JSON; only claims with a quote found in its source stay.
         Nothing streams until the quotes are checked: the verified prose goes out at once."""
@@ -202,7 +205,9 @@ class AnswerPipeline:
         )
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         schema = grounded_schema(len(context.shown))
-        completion = self.backend.complete(messages, schema=schema)
+        if generation is not None:  # a stop string would cut the JSON: the caller cuts prose
+            generation = replace(generation, stop=())
+        completion = self.backend.complete(messages, schema=schema, generation=generation)
         reply = parse_grounded(completion.text)
         sources = [
             SourceText(m, item.paper.id, item.paper.title, item.paper.abstract)
@@ -324,6 +329,7 @@ class AnswerPipeline:
         filters: Filters | None = None,
         on_delta: Callable[[str], None] | None = None,
         on_sources: Callable[[dict[int, str]], None] | None = None,
+        generation: Generation | None = None,
     ) -> Answer:
         timings: dict[str, float] = {}
         t_all = t = time.perf_counter()
@@ -346,7 +352,7 @@ class AnswerPipeline:
         answer.sources = [source_of(r) for r in retrieved.results]
         lap("retrieve")
         if why := self.gate(retrieved):
-            return _abstain(answer, why, on_delta, timings, t_all)
+            return abstain(answer, why, on_delta, timings, t_all)
 
         context = self.context(retrieved)
         for marker, item in enumerate(context.shown, start=1):
@@ -355,7 +361,7 @@ class AnswerPipeline:
             on_sources(context.markers())
         lap("context")
 
-        generated = self.generate(retrieved, context, on_delta=on_delta)
+        generated = self.generate(retrieved, context, on_delta=on_delta, generation=generation)
         answer.usage = generated.usage
         answer.truncated = generated.truncated
         if generated.grounding is not None:
@@ -366,33 +372,12 @@ class AnswerPipeline:
             # The extractive and grounded answerers have not written anything yet; a
             # free-text model's own phrase has.
             streamed = self.backend is not None and generated.grounding is None
-            return _abstain(
+            return abstain(
                 answer, generated.abstain_reason, None if streamed else on_delta, timings, t_all
             )
 
         self.check(answer, generated, context, retrieved.vector)
         lap("check")
         timings["total"] = time.perf_counter() - t_all
-        answer.timings = _round(timings)
+        answer.timings = rounded(timings)
         return answer
-
-
-def _abstain(
-    answer: Answer,
-    why: str,
-    on_delta: Callable[[str], None] | None,
-    timings: dict[str, float],
-    t_all: float,
-) -> Answer:
-    answer.text = ABSTAIN_PHRASE
-    answer.abstained = True
-    answer.abstain_reason = why
-    if on_delta:
-        on_delta(ABSTAIN_PHRASE)
-    timings["total"] = time.perf_counter() - t_all
-    answer.timings = _round(timings)
-    return answer
-
-
-def _round(timings: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in timings.items()}

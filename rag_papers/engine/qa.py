@@ -19,7 +19,7 @@ from rag_papers.engine.streaming import CancelToken, aiter_stream, iter_stream
 
 if TYPE_CHECKING:
     from rag_papers.answering.contract import Answer
-    from rag_papers.answering.llms import LLMBackend
+    from rag_papers.answering.llms import Generation, LLMBackend
     from rag_papers.core.papers import Paper
     from rag_papers.core.specs import Mode
     from rag_papers.engine.conversation import ChatSession
@@ -290,12 +290,14 @@ class PaperQA:
         on_delta: Callable[[str], None] | None = None,
         on_sources: Callable[[dict[int, str]], None] | None = None,
         standalone_question: str | None = None,
+        generation: Generation | None = None,
     ) -> Answer:
         """Retrieve, answer (LLM or extractive), check every citation and sentence.
 
         ``on_delta`` receives the answer text as it is written (markers already filtered);
         ``on_sources`` receives marker -> paper id once the shown sources are numbered,
-        before any text is written.
+        before any text is written. ``generation`` overrides max_tokens, temperature and
+        stop for this answer (an HTTP client's request options).
         """
         # Opening the store (or a first-run sample ingest) is not part of answering.
         pipeline = self.pipeline(llm)
@@ -307,6 +309,7 @@ class PaperQA:
             filters=filters,
             on_delta=on_delta,
             on_sources=on_sources,
+            generation=generation,
         )
 
     def stream(

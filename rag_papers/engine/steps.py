@@ -3,11 +3,12 @@ generated text. Kept apart from the steps themselves (engine/pipeline.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rag_papers.answering.contract import Usage
+from rag_papers.answering.contract import ABSTAIN_PHRASE, Answer, Usage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from rag_papers.answering.grounded import Grounding
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["Context", "Generated", "Retrieved"]
+__all__ = ["Context", "Generated", "Retrieved", "abstain", "rounded"]
 
 
 @dataclass(slots=True)
@@ -74,3 +75,25 @@ class Generated:
     abstain_reason: str | None = None
     grounding: Grounding | None = None  # grounded answers: verified claims, dropped ones
     truncated: bool = False  # the model hit max_tokens
+
+
+def abstain(
+    answer: Answer,
+    why: str,
+    on_delta: Callable[[str], None] | None,
+    timings: dict[str, float],
+    t_all: float,
+) -> Answer:
+    """Turn ``answer`` into the abstention (the fixed phrase, with why), timed to now."""
+    answer.text = ABSTAIN_PHRASE
+    answer.abstained = True
+    answer.abstain_reason = why
+    if on_delta:
+        on_delta(ABSTAIN_PHRASE)
+    timings["total"] = time.perf_counter() - t_all
+    answer.timings = rounded(timings)
+    return answer
+
+
+def rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}

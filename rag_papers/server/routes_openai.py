@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from rag_papers import __version__
+from rag_papers import Generation, __version__
 from rag_papers.server.deps import EngineDep, public_llm
 from rag_papers.server.errors import ApiError
 from rag_papers.server.limits import OutputLimit
@@ -87,6 +87,12 @@ async def chat_completions(body: ChatBody, request: Request, engine: EngineDep) 
         "filters": body.filters.to_filters() if body.filters else None,
         "llm": llm,
         "standalone_question": standalone,
+        # The model stops where the client asked; OutputLimit cuts the whole reply (sources too).
+        "generation": Generation(
+            max_tokens=body.token_limit(),
+            temperature=body.temperature,
+            stop=tuple(body.stop_list()),
+        ),
     }
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     limit = OutputLimit(body.stop_list(), body.token_limit(), engine.settings.tokenizer)

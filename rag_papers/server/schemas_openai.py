@@ -1,10 +1,10 @@
 """The OpenAI-compatible bodies: the chat request (with the parameters this server honours,
 and the ones it refuses by name) and the typed chat.completion / chunk / model responses.
 
-Honoured: ``max_tokens`` / ``max_completion_tokens`` and ``stop`` (applied to the reply the
-client gets; finish_reason ``length`` / ``stop``), ``stream`` and ``stream_options``.
-Accepted and not applied: ``temperature``, ``top_p``, penalties, ``seed``, ``user`` (the
-engine samples with its own settings). Refused with a 400 naming the parameter: anything
+Honoured: ``max_tokens`` / ``max_completion_tokens``, ``temperature`` and ``stop`` (passed to
+the LLM, and the first two also cut the reply the client gets, sources included;
+finish_reason ``length`` / ``stop``), ``stream`` and ``stream_options``. Accepted and not
+applied: ``top_p``, penalties, ``seed``, ``user``. Refused with a 400 naming the parameter: anything
 that asks for more than one text reply (``n`` > 1, tools and functions, a JSON
 ``response_format``, ``logprobs``, ``logit_bias``, audio, predicted outputs).
 """
@@ -95,7 +95,10 @@ class ChatBody(BaseModel):
         | None
     ) = Field(default=None, description="The reply ends before the first of these strings.")
     temperature: float | None = Field(
-        default=None, ge=0, le=2, description="Accepted; the engine uses its own temperature."
+        default=None,
+        ge=0,
+        le=2,
+        description="LLM sampling temperature (default: settings).",
     )
     top_p: float | None = Field(default=None, ge=0, le=1, description="Accepted, not applied.")
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
