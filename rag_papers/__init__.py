@@ -55,7 +55,8 @@ _EXPORTS = {
     "LLMError": "rag_papers.answering.llms",
     "Generation": "rag_papers.answering.llms",
     "Filters": "rag_papers.retrieval.retriever",
-    "FilterError": "rag_papers.engine.llamaindex",
+    "FilterError": "rag_papers.core.errors",
+    "MissingExtraError": "rag_papers.core.errors",
     "ScoredPaper": "rag_papers.retrieval.retriever",
     "IngestReport": "rag_papers.store.index",
     "IndexMismatchError": "rag_papers.store.index",
@@ -100,6 +101,7 @@ __all__ = [
     "LLMError",
     "LLMSpec",
     "LoaderError",
+    "MissingExtraError",
     "Mode",
     "Paper",
     "PaperPage",
@@ -146,7 +148,7 @@ if TYPE_CHECKING:
         answer_label,
     )
     from rag_papers.answering.llms import Generation, LLMError
-    from rag_papers.core.errors import RagPapersError
+    from rag_papers.core.errors import FilterError, MissingExtraError, RagPapersError
     from rag_papers.core.papers import Paper, format_authors, format_reference
     from rag_papers.core.settings import (
         PRESETS,
@@ -168,7 +170,6 @@ if TYPE_CHECKING:
         parse_llm_spec,
     )
     from rag_papers.engine.conversation import ChatSession, SessionSource, Turn
-    from rag_papers.engine.llamaindex import FilterError
     from rag_papers.engine.pipeline import AnswerPipeline
     from rag_papers.engine.qa import PaperPage, PaperQA, sample_corpus_path
     from rag_papers.engine.streaming import AnswerCancelled, CancelToken

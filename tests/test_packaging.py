@@ -29,10 +29,14 @@ def test_runtime_install_leaves_the_eval_libraries_to_the_eval_extra() -> None:
     extras = project["optional-dependencies"]
     assert not runtime & EVAL_LIBRARIES
     assert _names(extras["eval"]) == EVAL_LIBRARIES
-    assert "rag-papers[eval]" in extras["dev"]  # `make test` runs the harness
+    # llama-index-core (with sqlalchemy, networkx, nltk, pillow: ~117 MiB) only for the
+    # adapters; `make test` runs the harness and the adapters.
+    assert "llama-index-core" not in runtime
+    assert _names(extras["llama-index"]) == {"llama-index-core"}
+    assert "rag-papers[eval,llama-index]" in extras["dev"]
     assert "llama-cpp-python" in _names(extras["local"])
     assert "pylatexenc" in runtime
-    assert {"schemathesis", "llama-index-llms-openai-like"} <= _names(extras["dev"])
+    assert "schemathesis" in _names(extras["dev"])
 
 
 def test_eval_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
@@ -83,3 +87,37 @@ def test_eval_libraries_write_nothing_into_home(
     # ranx's ir_datasets and matplotlib's cache went under the data dir instead.
     assert (data_dir / "cache" / "ir_datasets").is_dir()
     assert (data_dir / "cache" / "matplotlib").is_dir()
+
+
+def test_without_llama_index_answers_count_tokens_offline_and_name_the_extra(
+    sample_settings: Settings,
+) -> None:
+    """The runtime install has no llama-index: search and ask work, tiktoken reads the
+    encodings this package ships (no network), and the adapters name the extra."""
+    probe = f"""
+import socket, sys
+sys.modules["llama_index"] = None  # as if not installed
+def no_network(*args, **kwargs):
+    raise OSError("network used")
+socket.socket.connect = no_network
+from rag_papers import MissingExtraError, PaperQA, load_settings
+from rag_papers.core.text import encoding
+qa = PaperQA(load_settings(index_dir={str(sample_settings.index_dir)!r},
+                           data_dir={str(sample_settings.data_dir)!r}))
+assert qa.search("reflection tokens", k=2)
+assert qa.ask("What does Self-RAG add to retrieval-augmented generation?").citations
+assert len(encoding("cl100k_base").encode("hello world")) == 2
+assert len(encoding("o200k_base").encode("hello world")) == 2
+try:
+    qa.as_query_engine()
+except MissingExtraError as exc:
+    print(exc)
+assert not any(m.startswith("llama_index.") for m in sys.modules)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (
+        "the llama-index adapters need llama-index-core: pip install 'rag-papers[llama-index]'"
+    )

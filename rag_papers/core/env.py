@@ -1,7 +1,7 @@
 """Process environment that must be in place before third-party imports, set once.
 
 Each line stops a library from reaching the network or writing into the user's home:
-onnxruntime's telemetry look-ups, tiktoken's encoding download (llama-index-core ships the
+onnxruntime's telemetry look-ups, tiktoken's encoding download (this package ships the
 files), Chroma's telemetry; and, for the eval extra, ir_datasets (imported by ranx: it makes
 ~/.ir_datasets), matplotlib (~/.cache/matplotlib) and numba's cache. Also the reading side:
 which RAG_PAPERS_* variable set a setting, a bad value as one line naming it, and which config
@@ -48,11 +48,9 @@ _ENCODING_FILES: dict[str, tuple[str, ...]] = {
 
 
 def tiktoken_cache_dir() -> Path | None:
-    """llama-index-core's bundled tiktoken cache, found without importing llama_index.core."""
-    spec = importlib.util.find_spec("llama_index.core")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "_static" / "tiktoken_cache"
+    """The tiktoken encodings this package ships (cl100k_base, o200k_base), so counting
+    tokens never downloads (rag_papers/data/tiktoken_cache/README.md)."""
+    path = Path(__file__).resolve().parents[1] / "data" / "tiktoken_cache"
     return path if path.is_dir() else None
 
 

@@ -4,8 +4,17 @@ ends show such errors as one line (the message says what and where), not a trace
 
 from __future__ import annotations
 
-__all__ = ["RagPapersError"]
+__all__ = ["FilterError", "MissingExtraError", "RagPapersError"]
 
 
 class RagPapersError(Exception):
     """An error the user can fix; its message names what is wrong and where."""
+
+
+class MissingExtraError(RagPapersError, ImportError):
+    """A feature whose optional dependencies are not installed; the message names the extra."""
+
+
+class FilterError(RagPapersError, ValueError):
+    """A llama-index metadata filter the engine cannot apply; the message names it.
+    (Declared here, not beside the adapters, so it imports without llama-index.)"""

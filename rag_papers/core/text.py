@@ -74,7 +74,7 @@ def words(text: str) -> list[str]:
 
 @lru_cache(maxsize=4)
 def encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
-    """A tiktoken encoding, loaded from llama-index-core's bundled cache (no download)."""
+    """A tiktoken encoding, from the encodings this package ships (no download)."""
     prepare_environment()
     import tiktoken
 

@@ -58,7 +58,7 @@ from llama_index.core.vector_stores import (
 )
 
 from rag_papers.answering.contract import Answer, Source
-from rag_papers.core.errors import RagPapersError
+from rag_papers.core.errors import FilterError
 from rag_papers.engine.streaming import CancelToken
 
 if TYPE_CHECKING:
@@ -77,10 +77,6 @@ _KEYS = {"year": "year", "author": "authors", "authors": "authors", "category": 
 _KEYS |= {"categories": "categories"} | dict.fromkeys(("paper_id", "paper_ids", "id", "ids"), "ids")
 _YEAR_OPS, _LIST_OPS = (Op.EQ, Op.GT, Op.GTE, Op.LT, Op.LTE), (Op.EQ, Op.IN, Op.ANY, Op.CONTAINS)
 _OPERATORS = dict(year=_YEAR_OPS, authors=_LIST_OPS, categories=_LIST_OPS, ids=(Op.EQ, Op.IN))
-
-
-class FilterError(RagPapersError, ValueError):
-    """A llama-index metadata filter the engine cannot apply; the message names it."""
 
 
 @dataclass(slots=True)

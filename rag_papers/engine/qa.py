@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.answering.prompts import load_prompt
+from rag_papers.core.errors import MissingExtraError
 from rag_papers.core.settings import Settings, load_settings
 from rag_papers.engine.pipeline import AnswerPipeline
 from rag_papers.engine.streaming import CancelToken, aiter_stream, iter_stream
@@ -361,16 +363,25 @@ class PaperQA:
 
     def as_retriever(self, **kwargs: Any) -> PaperRetriever:
         """A llama-index BaseRetriever over this engine (nodes are papers)."""
-        from rag_papers.engine.llamaindex import PaperRetriever
-
-        return PaperRetriever(self, **kwargs)
+        return _llama_index_adapters().PaperRetriever(self, **kwargs)
 
     def as_query_engine(self, **kwargs: Any) -> PaperQueryEngine:
         """A llama-index BaseQueryEngine; its Response carries source nodes and citations."""
-        from rag_papers.engine.llamaindex import PaperQueryEngine
-
-        return PaperQueryEngine(self, **kwargs)
+        return _llama_index_adapters().PaperQueryEngine(self, **kwargs)
 
     def prompt_hashes(self) -> dict[str, str]:
         s = self.settings
         return {n: load_prompt(n, s.prompts.get(n)).sha for n in PROMPT_NAMES}
+
+
+def _llama_index_adapters() -> ModuleType:
+    """engine/llamaindex.py, or MissingExtraError naming the extra when llama-index is absent."""
+    try:
+        from rag_papers.engine import llamaindex
+    except ImportError as exc:
+        if not (exc.name or "").startswith("llama_index"):
+            raise
+        raise MissingExtraError(
+            "the llama-index adapters need llama-index-core: pip install 'rag-papers[llama-index]'"
+        ) from None
+    return llamaindex

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from rag_papers.core.env import prepare_environment
+from rag_papers.core.errors import MissingExtraError
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -180,7 +181,13 @@ def as_llama_index_embedding(embedder: Embedder, batch_size: int | None = None) 
     llama-index hands the adapter ``batch_size`` texts at a time (default: the embedder's).
     """
     size: int = batch_size or int(getattr(embedder, "batch_size", 32))
-    from llama_index.core.base.embeddings.base import BaseEmbedding
+    try:
+        from llama_index.core.base.embeddings.base import BaseEmbedding
+    except ImportError:
+        raise MissingExtraError(
+            "the llama-index embedding adapter needs llama-index-core: "
+            "pip install 'rag-papers[llama-index]'"
+        ) from None
     from pydantic import PrivateAttr
 
     class _Adapter(BaseEmbedding):
