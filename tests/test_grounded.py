@@ -368,3 +368,25 @@ def test_claim_that_says_more_than_its_quote_shows_the_quote(
     assert dropped.text == "Self-RAG beats GPT-4 by 37 points."
     assert "number not in cited sources: 37" in dropped.reason
     qa.close()
+
+
+def test_verified_claim_off_the_question_is_dropped(
+    sample_settings: Settings, canned: CannedServer
+) -> None:
+    """A quote can be in its source and still not answer: such a claim is not shown (as an
+    extractive answer never quotes a sentence off the question)."""
+    qa = _qa(sample_settings, canned.url)
+    _, on_topic = _first_shown(qa, SELF_RAG_Q, about="Self-RAG")
+    _, off_topic = _first_shown(qa, SELF_RAG_Q, about="Despite")
+    assert on_topic != off_topic
+    off = ("LLMs often produce factual inaccuracies.", [(1, off_topic)])
+    canned.script = [Reply(text=_reply(off, ("Self-RAG reflects on retrieval.", [(1, on_topic)])))]
+    a = qa.ask(SELF_RAG_Q)
+    assert a.text == "Self-RAG reflects on retrieval [1]." and a.supported == a.claims == 1
+    (dropped,) = a.dropped_claims
+    assert dropped.reason.startswith("does not bear on the question")
+    canned.script = [Reply(text=_reply(off))]
+    a = qa.ask(SELF_RAG_Q)
+    assert a.abstained
+    assert a.abstain_reason == "none of the model's 1 verified claims bears on the question"
+    qa.close()

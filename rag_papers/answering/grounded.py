@@ -25,8 +25,8 @@ __all__ = [
     "SourceText",
     "grounded_schema",
     "parse_grounded",
-    "quote_overreaching_claims",
     "render_claims",
+    "settle_claims",
     "verify_claims",
     "verify_quote",
 ]
@@ -339,12 +339,20 @@ def render_claims(claims: list[tuple[str, list[Quote]]]) -> str:
     return " ".join(sentences)
 
 
-def quote_overreaching_claims(
-    grounding: Grounding, sources: dict[int, str], *, threshold: float, embedder: Any
+def settle_claims(
+    grounding: Grounding,
+    sources: dict[int, str],
+    *,
+    threshold: float,
+    embedder: Any,
+    question_vector: Any = None,
+    relevance_threshold: float | None = None,
 ) -> None:
-    """A verified quote under a claim that says more than its sources (a number they do not
-    hold, weak overlap) is shown itself instead of the claim: the reader gets what the
-    paper says, and the model's wording goes to ``dropped`` with the reason."""
+    """Judge each verified claim before it is shown. One that does not bear on the question
+    (cosine under ``relevance_threshold``) is dropped, as extractive answers never quote such
+    a sentence. One that says more than its quotes (a number they do not hold, weak overlap)
+    shows the quote itself instead: the reader gets what the paper says. Either way the
+    model's wording goes to ``dropped`` with the reason."""
     if not grounding.claims:
         return
     verdicts = check_support(
@@ -352,12 +360,18 @@ def quote_overreaching_claims(
         sources,
         threshold=threshold,
         embedder=embedder,
+        question_vector=question_vector,
+        relevance_threshold=relevance_threshold,
     )
-    for i, verdict in enumerate(verdicts):
-        if verdict.supported:
-            continue
-        text, quotes = grounding.claims[i]
-        quoted = " … ".join(q.text.strip() for q in quotes)
-        grounding.claims[i] = (f"\u201c{quoted[:1].upper()}{quoted[1:]}\u201d", quotes)
-        reason = f"said more than its quotes ({verdict.reason}): the quote is shown instead"
-        grounding.dropped.append(DroppedClaim(text=text, reason=reason))
+    kept: list[tuple[str, list[Quote]]] = []
+    for (text, quotes), verdict in zip(grounding.claims, verdicts, strict=True):
+        if verdict.supported or not verdict.claim:
+            kept.append((text, quotes))
+        elif verdict.reason.startswith("does not bear"):
+            grounding.dropped.append(DroppedClaim(text=text, reason=verdict.reason))
+        else:
+            quoted = " … ".join(q.text.strip() for q in quotes)
+            kept.append((f"\u201c{quoted[:1].upper()}{quoted[1:]}\u201d", quotes))
+            reason = f"said more than its quotes ({verdict.reason}): the quote is shown instead"
+            grounding.dropped.append(DroppedClaim(text=text, reason=reason))
+    grounding.claims = kept

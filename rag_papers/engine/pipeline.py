@@ -20,8 +20,8 @@ from rag_papers.answering.grounded import (
     SourceText,
     grounded_schema,
     parse_grounded,
-    quote_overreaching_claims,
     render_claims,
+    settle_claims,
     verify_claims,
 )
 from rag_papers.answering.prompts import load_prompt
@@ -214,11 +214,13 @@ class AnswerPipeline:
             for m, item in enumerate(context.shown, start=1)
         ]
         grounding = verify_claims(reply, sources)
-        quote_overreaching_claims(
+        settle_claims(
             grounding,
             context.source_texts(),
             threshold=s.support_threshold,
             embedder=self.index.embedder,
+            question_vector=retrieved.vector,
+            relevance_threshold=s.relevance_threshold,
         )
         out = Generated(
             raw=render_claims(grounding.claims),
@@ -237,6 +239,8 @@ class AnswerPipeline:
             out.abstain_reason = (
                 f"none of the model's {n} claim{'s' if n != 1 else ''} had a quote "
                 "found in the abstracts"
+                if not any(d.reason.startswith("does not bear") for d in grounding.dropped)
+                else f"none of the model's {n} verified claims bears on the question"
             )
         elif on_delta is not None:
             on_delta(out.raw)
