@@ -19,6 +19,7 @@ import os
 import queue
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -255,7 +256,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     piece: int = 3  # characters per SSE delta: markers get split across deltas
     pause: float = 0.0  # seconds between SSE deltas: a slow model, for cancellation tests
-    finish_reason: str = "stop"  # "length": the model ran into max_tokens
+    finish_reason: str | None = "stop"  # "length": max_tokens; None: a stream ended early
+    drop_after: int | None = None  # reset the connection after this many SSE deltas
 
 
 USAGE = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
@@ -366,6 +368,13 @@ class CannedServer:
         sent = 0
         try:
             for piece in pieces:
+                if r.drop_after is not None and sent >= r.drop_after:
+                    # A crash mid-answer: RST, not an orderly end of the body.
+                    h.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    h.connection.close()
+                    return
                 time.sleep(r.pause)
                 event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
                 sent += 1

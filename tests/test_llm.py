@@ -451,3 +451,40 @@ def test_per_request_generation_options_reach_the_server(
     canned.script = [Reply(text='{"answerable": false, "claims": []}')]
     grounded.ask(SELF_RAG_Q, generation=Generation(max_tokens=40, stop=("]",)))
     assert canned.requests[-1]["max_tokens"] == 40 and "stop" not in canned.requests[-1]
+
+
+# --- an LLM that fails mid-answer --------------------------------------------------------------
+def test_stream_that_stalls_mid_answer_times_out(
+    sample_settings: Settings, canned: CannedServer
+) -> None:
+    """The timeout bounds each wait for the next chunk, not only the first byte."""
+    qa = _qa(sample_settings, canned.url, llm_timeout=1.0)
+    canned.script = [Reply(text=CANNED_ANSWER, piece=40, pause=3.0)]
+    with pytest.raises(LLMError, match=r"LLM server http://127\.0\.0\.1:\d+/v1 timed out"):
+        _run_stream(qa, SELF_RAG_Q)
+
+
+def test_connection_dropped_mid_answer_is_an_llm_error(
+    sample_settings: Settings, canned: CannedServer
+) -> None:
+    qa = _qa(sample_settings, canned.url)
+    canned.script = [Reply(text=CANNED_ANSWER, drop_after=3)]
+    with pytest.raises(
+        LLMError, match=r"LLM server http://127\.0\.0\.1:\d+/v1 broke off the answer"
+    ):
+        _run_stream(qa, SELF_RAG_Q)
+
+
+def test_stream_ended_without_a_finish_reason_is_flagged_as_cut_off(
+    sample_settings: Settings, canned: CannedServer
+) -> None:
+    """llama-cpp-python's server ends an interrupted stream with finish_reason None: the
+    answer may be incomplete and says so, as one cut at max_tokens does."""
+    qa = _qa(sample_settings, canned.url)
+    canned.script = [Reply(text=CANNED_ANSWER, finish_reason=None)]
+    _, cut = _run_stream(qa, SELF_RAG_Q)
+    assert cut.truncated
+    canned.script = [Reply(text=CANNED_ANSWER, finish_reason="length")]
+    assert qa.ask(SELF_RAG_Q).truncated
+    canned.script = [Reply(text=CANNED_ANSWER)]
+    assert not qa.ask(SELF_RAG_Q).truncated

@@ -16,6 +16,7 @@ from rag_papers import sample_corpus_path
 from rag_papers.core.specs import FORMATS
 from rag_papers.ingest import loaders
 from rag_papers.ingest.loaders import LoaderError, LoadResult, Rejected, detect_format, load_papers
+from rag_papers.ingest.loaders.bibtex import parse_bibtex
 from rag_papers.ingest.loaders.common import clean_text
 from rag_papers.ingest.loaders.records import repair_arxiv_number, split_authors
 
@@ -620,3 +621,19 @@ def test_fuzz_random_json_records(tmp_path: Path, records: list[object], fmt: st
     for paper in result.papers:
         assert paper.title.strip() and paper.abstract.strip()
         paper.content_hash  # noqa: B018 - lone surrogates from \\ud800 escapes must be gone
+
+
+def test_broken_bibtex_entry_says_why(tmp_path: Path) -> None:
+    """bibtexparser keeps the reason off str(error): the report must not say just 'error:'."""
+    bib = tmp_path / "broken.bib"
+    bib.write_text(
+        "@article{good, title={A Good Paper}, abstract={An abstract long enough to keep.}}\n\n"
+        "@article{bad,\n title={Broken entry\n abstract={no closing brace\n\n"
+        "@article{fine, title={Another}, abstract={Also an abstract long enough to keep.}}\n"
+    )
+    items = list(parse_bibtex(bib))
+    rejected = [r for r in items if isinstance(r, Rejected)]
+    assert [p.title for p in items if not isinstance(p, Rejected)] == ["A Good Paper", "Another"]
+    (bad,) = rejected
+    assert bad.line == 3
+    assert "Was still looking for field-value closing" in bad.reason

@@ -150,6 +150,7 @@ class OpenAIBackend:
         schema: dict[str, Any] | None = None,
         generation: Generation | None = None,
     ) -> Completion:
+        import httpx
         import openai
 
         args = (generation or Generation()).args(self.max_tokens, self.temperature)
@@ -175,10 +176,15 @@ class OpenAIBackend:
             raise LLMError(
                 f"LLM server {self.base_url} answered HTTP {exc.status_code}: {_short(exc.message)}"
             ) from None
-        except openai.APITimeoutError:
+        except (openai.APITimeoutError, httpx.TimeoutException):
+            # httpx's own: a stream that stalls past the timeout between two chunks.
             raise LLMError(f"LLM server {self.base_url} timed out") from None
         except openai.APIConnectionError as exc:
             raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") from None
+        except httpx.HTTPError as exc:  # the connection broke while the answer streamed
+            raise LLMError(
+                f"the LLM server {self.base_url} broke off the answer: {exc or type(exc).__name__}"
+            ) from None
 
     def _structured(
         self, messages: list[Message], schema: dict[str, Any], args: dict[str, Any]

@@ -182,7 +182,7 @@ class AnswerPipeline:
         out = Generated(
             raw=completion.text,
             usage=count_usage(s, self.model, messages, completion),
-            truncated=completion.finish_reason == "length",
+            truncated=_cut_off(completion.finish_reason),
         )
         if is_abstention(completion.text):
             out.abstain_reason = "the model said the sources do not answer it"
@@ -226,7 +226,7 @@ class AnswerPipeline:
             raw=render_claims(grounding.claims),
             usage=count_usage(s, self.model, messages, completion),
             grounding=grounding,
-            truncated=completion.finish_reason == "length",
+            truncated=_cut_off(completion.finish_reason),
         )
         if not reply.answerable or not reply.claims:
             out.abstain_reason = (
@@ -385,3 +385,10 @@ class AnswerPipeline:
         timings["total"] = time.perf_counter() - t_all
         answer.timings = rounded(timings)
         return answer
+
+
+def _cut_off(finish_reason: str | None) -> bool:
+    """The model stopped at max_tokens ("length"), or the stream ended without saying why
+    (None: llama-cpp-python's server ends a stream that way when another request interrupts
+    it): either way the answer may be incomplete."""
+    return finish_reason is None or finish_reason == "length"

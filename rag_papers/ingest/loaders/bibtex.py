@@ -139,7 +139,7 @@ def parse_bibtex(path: Path, keys: FieldKeys | None = None) -> Iterator[Paper | 
         if isinstance(block, ParsingFailedBlock):
             entry = block.ignore_error_block
             if not isinstance(entry, Entry):
-                yield Rejected(source, line, f"BibTeX error: {block.error}")
+                yield Rejected(source, line, f"BibTeX error: {_reason(block.error)}")
                 continue
             block = entry  # a duplicate key or field: the entry itself is readable
             line = (entry.start_line if entry.start_line is not None else line - 1) + 1
@@ -153,3 +153,9 @@ def parse_bibtex(path: Path, keys: FieldKeys | None = None) -> Iterator[Paper | 
             yield _paper(block, source=source, line=line)
         except RecordError as exc:
             yield Rejected(source, line, exc.reason, exc.field)
+
+
+def _reason(error: Exception) -> str:
+    """bibtexparser's block errors keep their message in ``abort_reason``; str() is empty."""
+    reason = str(getattr(error, "abort_reason", "") or error).strip()
+    return reason or type(error).__name__
