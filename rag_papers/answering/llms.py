@@ -163,14 +163,7 @@ class OpenAIBackend:
                     messages=messages,  # type: ignore[arg-type]
                     **args,
                 )
-                choice = response.choices[0]
-                usage = response.usage
-                return Completion(
-                    text=choice.message.content or "",
-                    prompt_tokens=usage.prompt_tokens if usage else None,
-                    completion_tokens=usage.completion_tokens if usage else None,
-                    finish_reason=choice.finish_reason,
-                )
+                return _completion(response)
             return self._stream(messages, on_delta, args)
         except openai.APIStatusError as exc:
             raise LLMError(
@@ -208,14 +201,7 @@ class OpenAIBackend:
                     raise
                 self._format_choice += 1
                 continue
-            choice = response.choices[0]
-            usage = response.usage
-            return Completion(
-                text=choice.message.content or "",
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                finish_reason=choice.finish_reason,
-            )
+            return _completion(response)
 
     def _stream(
         self, messages: list[Message], on_delta: Callable[[str], None], args: dict[str, Any]
@@ -231,6 +217,18 @@ class OpenAIBackend:
         # server, so it stops generating for nobody.
         with stream:
             return _collect(iter(stream), on_delta)
+
+
+def _completion(response: Any) -> Completion:
+    """A non-streamed chat.completion as a Completion."""
+    choice = response.choices[0]
+    usage = response.usage
+    return Completion(
+        text=choice.message.content or "",
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        finish_reason=choice.finish_reason,
+    )
 
 
 def _collect(chunks: Iterator[Any], on_delta: Callable[[str], None]) -> Completion:

@@ -2,18 +2,8 @@
 error gets which, and JSON output. Light on purpose: imported for ``rag-papers --help``, so
 only typer is loaded here; rich, the settings and the engine are imported on first use.
 
-Exit codes (``EXIT_CODES_HELP``; the same table is in ``rag-papers --help``):
-
-==  =====================================================================================
-0   done
-1   a check you asked for failed (``ingest --strict``, ``eval --fail-under``,
-    ``eval compare --fail-on-regression``); also an unexpected internal error (traceback)
-2   usage: an unknown command or option, a bad option value (``--year 2030:2020``)
-3   input or configuration: a bad file, setting, config file, prompt file or LLM spec, a
-    missing API key or extra, an index built with other settings, an unknown paper id
-4   a service failed: the LLM server or API, or the Chroma server (unreachable, timed out,
-    refused the request)
-==  =====================================================================================
+Exit codes: the table is in cli/app.py's docstring and, as ``EXIT_CODES_HELP``, in
+``rag-papers --help``; ``exit_code_for`` maps each error kind to its code.
 """
 
 from __future__ import annotations
