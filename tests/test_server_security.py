@@ -304,3 +304,29 @@ def test_healthz_answers_while_ingests_run_and_a_full_queue_is_429(
             assert status["status"] == "done", status
         assert accepted[0].json()["job"] != accepted[-1].json()["job"] or len(accepted) == 1
         assert _leftovers(settings) == []
+
+
+def test_clients_off_loopback_are_rate_limited(sample_settings: Settings) -> None:
+    """A bucket per client address off loopback; the probes and other clients are not held up."""
+    import asyncio
+
+    app = create_app(sample_settings.model_copy(update={"rate_limit_per_minute": 3}))
+
+    def client(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 5000))
+        return httpx.AsyncClient(transport=transport, base_url="http://rag-papers.test")
+
+    async def run() -> None:
+        remote, other, local = client("203.0.113.7"), client("198.51.100.2"), client("127.0.0.1")
+        codes = [(await remote.get("/v1/papers?limit=1")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        refused = await remote.get("/v1/papers?limit=1")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        error = refused.json()["error"]
+        assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
+        assert (await remote.get("/healthz")).status_code == 200  # probes are never limited
+        assert (await other.get("/v1/papers?limit=1")).status_code == 200
+        for _ in range(5):  # this machine's own users (or a proxy on it) are not limited
+            assert (await local.get("/v1/papers?limit=1")).status_code == 200
+
+    asyncio.run(run())

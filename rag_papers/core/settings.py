@@ -61,6 +61,7 @@ _FINGERPRINT_EXCLUDE = {
     "ingest_queue_size",
     "allowed_llms",
     "llm_cache_size",
+    "rate_limit_per_minute",
 }
 
 
@@ -278,6 +279,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20_000_000, description="Largest HTTP request body.")
     max_question_chars: int = Field(default=2000, description="Longest question accepted.")
     max_k: int = Field(default=50, ge=1, le=1000, description="Largest k a request may ask for.")
+    rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="API requests a minute per client address off loopback (0: no limit).",
+    )
     server_min_key_chars: int = Field(
         default=16, ge=1, description="Shortest server_api_key the server starts with."
     )

@@ -49,6 +49,7 @@ from rag_papers.server.guard import (
     resolve_key,
 )
 from rag_papers.server.openapi import tune_openapi
+from rag_papers.server.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from rag_papers import PaperQA, Settings
@@ -85,6 +86,8 @@ def create_app(
     app = FastAPI(title="rag-papers", version=__version__, description=__doc__, lifespan=lifespan)
     app.state.engine = engine
     app.add_middleware(KeyGuard, api_key=key, max_body_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: a refused client costs no key check or body read.
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     install_error_handlers(app)
     app.include_router(routes_api.router)
     app.include_router(routes_ingest.router)
