@@ -22,6 +22,7 @@ from rag_papers.answering.support import check_support
 __all__ = [
     "GroundedReply",
     "Grounding",
+    "RawClaim",
     "SourceText",
     "grounded_schema",
     "parse_grounded",

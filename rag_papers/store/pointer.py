@@ -37,6 +37,7 @@ __all__ = [
     "POINTER_KEY",
     "RETIRED_KEY",
     "STAGING_KEY",
+    "drop_sidecars",
     "get_collection",
     "new_staging_name",
     "publish",
