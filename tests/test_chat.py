@@ -538,7 +538,8 @@ def test_repl_ctrl_c_stops_an_answer_not_the_session(index_copy: Path, tmp_path:
     child = _spawn(index_copy, tmp_path / "data", term="dumb", **{SLOW_STREAM_ENV: "0.3"})
     child.sendline(SELF_RAG_Q)
     child.expect_exact(SELF_RAG_Q)  # the dumb terminal echoes the line as typed
-    child.expect(r"\r\n\s*[A-Za-z]+")  # the first word of the answer is written...
+    child.expect(r"\r\n\s*[A-Za-z]+")  # the first word of the answer is written,
+    child.expect(r"\s[A-Za-z]+")  # then the next (the stream is surely running)...
     child.sendintr()  # ...and Ctrl-C stops it
     child.expect_exact("[answer stopped]")
     assert "Sources:" not in child.before

@@ -29,11 +29,13 @@ def _env(server: CannedServer) -> dict[str, str]:
     }
 
 
-def _first_shown(settings: Settings) -> tuple[str, str, str]:
-    """The first paper the question retrieves: id, first abstract sentence, abstract."""
+def _first_shown(settings: Settings, about: str = "") -> tuple[str, str, str]:
+    """The first paper the question retrieves: id, its first abstract sentence that mentions
+    ``about`` (a claim must bear on the question to be shown), abstract."""
     with PaperQA(load_settings(index_dir=settings.index_dir, data_dir=settings.data_dir)) as qa:
         paper = qa.search(SELF_RAG_Q, k=3)[0].paper
-    return paper.id, paper.abstract.split(". ")[0], paper.abstract
+    sentences = paper.abstract.split(". ")
+    return paper.id, next((s for s in sentences if about in s), sentences[0]), paper.abstract
 
 
 def _grounded(*claims: tuple[str, list[tuple[int, str]]]) -> str:
@@ -56,7 +58,7 @@ def _ask(settings: Settings, server: CannedServer, *args: str) -> Any:
 def test_quotes_list_each_claims_verified_spans_and_the_dropped_claims(
     sample_settings: Settings, canned: CannedServer
 ) -> None:
-    paper_id, sentence, abstract = _first_shown(sample_settings)
+    paper_id, sentence, abstract = _first_shown(sample_settings, about="Self-RAG")
     reply = _grounded(
         (sentence, [(1, sentence)]),  # a claim that says what its quote says
         ("It trains with 99 reflection tokens.", [(2, "no such sentence anywhere here")]),
@@ -97,7 +99,7 @@ def test_answer_style_option_reaches_the_settings(
 
 
 def test_a_cut_off_answer_is_flagged(sample_settings: Settings, canned: CannedServer) -> None:
-    _, sentence, _ = _first_shown(sample_settings)
+    _, sentence, _ = _first_shown(sample_settings, about="Self-RAG")
     reply = _grounded((sentence, [(1, sentence)]))
     canned.script = [Reply(text=reply, finish_reason="length")]
     proc = _ask(sample_settings, canned, "--answer-style", "grounded", "--quotes")

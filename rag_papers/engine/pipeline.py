@@ -240,7 +240,7 @@ class AnswerPipeline:
                 f"none of the model's {n} claim{'s' if n != 1 else ''} had a quote "
                 "found in the abstracts"
                 if not any(d.reason.startswith("does not bear") for d in grounding.dropped)
-                else f"none of the model's {n} verified claims bears on the question"
+                else "no verified claim of the model's bears on the question"
             )
         elif on_delta is not None:
             on_delta(out.raw)
