@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -405,6 +406,9 @@ def _spawn(index_dir: Path, data_dir: Path, *, term: str = "xterm", **env: str) 
         encoding="utf-8",
         codec_errors="replace",
         timeout=90,  # a hang guard, not a speed check
+        # A suite started in the background (`make test &`) runs with SIGINT ignored, which
+        # the child would inherit: Ctrl-C must reach it as a user's would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     child.expect("papers>")
     return child

@@ -83,7 +83,11 @@ def test_a_commands_own_option_of_the_same_name_stays_with_it() -> None:
 
 # --- completion and help ----------------------------------------------------------------------
 def test_shell_completion_is_offered() -> None:
-    shown = run_cli("--show-completion", "bash")
+    # typer detects the running shell (shellingham), which fails without a terminal (CI, nohup);
+    # its own switch makes --show-completion take the shell as a value instead.
+    shown = run_cli(
+        "--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    )
     assert shown.returncode == 0, shown.stderr
     assert "complete -o default -F _rag_papers_completion rag-papers" in shown.stdout
     completing = subprocess.run(

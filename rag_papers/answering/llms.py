@@ -206,6 +206,9 @@ class OpenAIBackend:
     def _stream(
         self, messages: list[Message], on_delta: Callable[[str], None], args: dict[str, Any]
     ) -> Completion:
+        import httpx
+        import openai
+
         stream = self._client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model_id,
             messages=messages,
@@ -216,7 +219,17 @@ class OpenAIBackend:
         # Closing the stream when the reader stops (a cancelled answer) hangs up on the
         # server, so it stops generating for nobody.
         with stream:
-            return _collect(iter(stream), on_delta)
+            try:
+                return _collect(iter(stream), on_delta)
+            except (openai.APITimeoutError, httpx.TimeoutException):
+                raise LLMError(f"LLM server {self.base_url} timed out") from None
+            except (openai.APIConnectionError, httpx.TransportError) as exc:
+                # After the first chunk: the server went away mid-answer (openai 2 raises
+                # httpx's error here, openai 3 wraps it).
+                raise LLMError(
+                    f"the LLM server {self.base_url} broke off the answer: "
+                    f"{exc or type(exc).__name__}"
+                ) from None
 
 
 def _completion(response: Any) -> Completion:
