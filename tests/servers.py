@@ -12,6 +12,7 @@ output goes to a temporary log file whose tail is put into every start-up error.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import importlib.util
 import json
@@ -244,6 +245,11 @@ def _quote(args: object) -> str:
     return str(args)
 
 
+def _hash_vector(text: str, dim: int = 8) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [b / 255.0 - 0.5 for b in digest[:dim]]
+
+
 # --- the canned server ---------------------------------------------------------------------
 @dataclass
 class Reply:
@@ -270,6 +276,12 @@ class CannedServer:
         self.script: list[Reply] = []
         self.default = Reply(text="")
         self.requests: list[dict[str, Any]] = []
+        # /v1/embeddings: deterministic vectors (from each text's hash), each request held
+        # embed_delay seconds; the most requests seen in flight at once.
+        self.embed_delay = 0.0
+        self.embed_requests = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
         # (deltas sent, deltas planned) as each streamed reply ends: fewer means a hang-up.
         self.stream_ends: queue.Queue[tuple[int, int]] = queue.Queue()
         self._lock = threading.Lock()
@@ -281,6 +293,9 @@ class CannedServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.endswith("/embeddings"):
+                    server._embeddings(self, body)
+                    return
                 with server._lock:
                     server.requests.append(body)
                     reply = server.script.pop(0) if server.script else server.default
@@ -302,6 +317,35 @@ class CannedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=10)
+
+    def _embeddings(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.embed_requests += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            time.sleep(self.embed_delay)
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = [
+                {"object": "embedding", "index": i, "embedding": _hash_vector(t)}
+                for i, t in enumerate(texts)
+            ]
+            payload = json.dumps(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model", "canned"),
+                    "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+                }
+            ).encode()
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(payload)))
+            h.end_headers()
+            h.wfile.write(payload)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _respond(self, h: BaseHTTPRequestHandler, body: dict[str, Any], r: Reply) -> None:
         if r.delay:

@@ -89,3 +89,38 @@ def test_llama_index_adapter(shared_embedder: MiniLMEmbedder) -> None:
     docs = adapter.get_text_embedding_batch(["self-reflective retrieval", "car aerodynamics"])
     assert len(q) == 384 and len(docs) == 2
     assert np.dot(q, docs[0]) > np.dot(q, docs[1])
+
+
+def test_openai_embeddings_send_bounded_concurrent_requests_in_input_order() -> None:
+    """An embeddings server (TEI, vLLM, Ollama...) gets up to embed_concurrency requests at
+    once; the vectors are exactly those of one request after another."""
+    from servers import CannedServer
+
+    from rag_papers.core.settings import load_settings
+    from rag_papers.store.embeddings import OpenAIEmbedder, make_embedder
+
+    texts = [f"abstract number {i}" for i in range(10)]
+    with CannedServer() as server:
+        server.embed_delay = 0.3  # long enough for requests to overlap
+
+        def embedder(concurrency: int) -> OpenAIEmbedder:
+            return OpenAIEmbedder(
+                model="canned-embed",
+                api_key="unused",
+                base_url=server.url,
+                batch_size=2,
+                max_retries=0,
+                concurrency=concurrency,
+            )
+
+        one_stream = embedder(1).embed_documents(texts)
+        assert (server.embed_requests, server.max_in_flight) == (5, 1)
+        server.max_in_flight = 0
+        concurrent = embedder(4).embed_documents(texts)
+        assert server.embed_requests == 10
+        assert 2 <= server.max_in_flight <= 4  # overlapped, and never past the bound
+    assert concurrent.tobytes() == one_stream.tobytes()
+    settings = load_settings(
+        embed_backend="openai", openai_base_url=server.url, embed_concurrency=7
+    )
+    assert make_embedder(settings).concurrency == 7  # type: ignore[attr-defined]

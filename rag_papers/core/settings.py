@@ -55,6 +55,7 @@ _FINGERPRINT_EXCLUDE = {
     "ingest_batch_papers",
     "auto_ingest_sample",
     "embed_batch_size",
+    "embed_concurrency",
     "server_min_key_chars",
     "ingest_roots",
     "max_ingest_file_bytes",
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
         default="text-embedding-3-small", description="Model for embed_backend='openai'."
     )
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per batch.")
+    embed_concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight.")
     embed_max_tokens: int = Field(
         default=256, ge=16, le=512, description="Word pieces the bundled model reads per text."
     )

@@ -131,6 +131,7 @@ class OpenAIEmbedder:
         batch_size: int = 256,
         timeout: float = 60.0,
         max_retries: int = 3,
+        concurrency: int = 4,
         client: Any = None,
     ) -> None:
         from openai import OpenAI
@@ -138,17 +139,32 @@ class OpenAIEmbedder:
         self.model_id = f"openai:{model}"
         self._model = model
         self.batch_size = batch_size
+        self.concurrency = max(1, concurrency)
+        # A local embeddings server takes any key; the SDK insists on one being set.
+        key = api_key or ("sk-no-key" if base_url else None)
         self._client = client or OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+            api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
         self.dimension = 1536 if "small" in model or "ada" in model else 3072
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        batches = [
+            list(texts[start : start + self.batch_size])
+            for start in range(0, len(texts), self.batch_size)
+        ]
         rows: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            response = self._client.embeddings.create(model=self._model, input=batch)
-            rows.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        # Up to ``concurrency`` requests in flight (an embeddings server batches across
+        # them); results are joined in input order, so the vectors are those of one stream.
+        # Retries with backoff on 429/5xx are the SDK's (max_retries).
+        if len(batches) > 1 and self.concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.concurrency, len(batches))) as pool:
+                for part in pool.map(self._embed_batch, batches):
+                    rows.extend(part)
+        else:
+            for batch in batches:
+                rows.extend(self._embed_batch(batch))
         if not rows:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = _normalise(np.asarray(rows, dtype=np.float32))
@@ -157,6 +173,10 @@ class OpenAIEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
+
+    def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        response = self._client.embeddings.create(model=self._model, input=batch)
+        return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -169,6 +189,7 @@ def make_embedder(settings: Settings) -> Embedder:
             base_url=settings.openai_base_url,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
+            concurrency=settings.embed_concurrency,
         )
     return MiniLMEmbedder(
         batch_size=settings.embed_batch_size, max_tokens=settings.embed_max_tokens
