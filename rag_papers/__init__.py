@@ -50,6 +50,9 @@ _EXPORTS = {
     "DroppedClaim": "rag_papers.answering.contract",
     "Usage": "rag_papers.answering.contract",
     "ABSTAIN_PHRASE": "rag_papers.answering.contract",
+    "CITATION_PATTERN": "rag_papers.answering.contract",
+    "expand_markers": "rag_papers.answering.citations",
+    "encoding": "rag_papers.core.text",
     "EXTRACTIVE_LABEL": "rag_papers.answering.contract",
     "answer_label": "rag_papers.answering.contract",
     "LLMError": "rag_papers.answering.llms",
@@ -76,6 +79,7 @@ _EXPORTS = {
 __all__ = [
     "ABSTAIN_PHRASE",
     "ANSWER_STYLES",
+    "CITATION_PATTERN",
     "EXTRACTIVE_LABEL",
     "FORMATS",
     "LLM_SPEC_HELP",
@@ -123,6 +127,8 @@ __all__ = [
     "Usage",
     "__version__",
     "answer_label",
+    "encoding",
+    "expand_markers",
     "format_authors",
     "format_reference",
     "load_papers",
@@ -135,8 +141,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rag_papers.answering.citations import expand_markers
     from rag_papers.answering.contract import (
         ABSTAIN_PHRASE,
+        CITATION_PATTERN,
         EXTRACTIVE_LABEL,
         Answer,
         Citation,
@@ -169,6 +177,7 @@ if TYPE_CHECKING:
         Mode,
         parse_llm_spec,
     )
+    from rag_papers.core.text import encoding
     from rag_papers.engine.conversation import ChatSession, SessionSource, Turn
     from rag_papers.engine.pipeline import AnswerPipeline
     from rag_papers.engine.qa import PaperPage, PaperQA, sample_corpus_path

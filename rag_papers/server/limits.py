@@ -2,42 +2,27 @@
 first ``stop`` string and at ``max_tokens`` (streamed or whole, the same cut), and
 ``url_citations`` turns each ``[n]`` marker into an OpenAI ``url_citation``.
 
-PaperQA takes no per-request generation options yet, so the limits apply to the reply the
-client receives, not to what the LLM generates (the engine's own max_tokens bounds that).
+The LLM is asked for the same limits (``Generation``); the cut here also covers the
+sources list the endpoint appends, and a reply streamed in pieces.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
+from rag_papers import CITATION_PATTERN, encoding, expand_markers
 from rag_papers.server.schemas_openai import Annotation, UrlCitation
 
 if TYPE_CHECKING:
-    import tiktoken
-
     from rag_papers import Answer
 
 __all__ = ["MARKER_PATTERN", "OutputLimit", "expand_marker", "url_citations"]
 
-# The engine's CITATION_PATTERN ([1], [2, 3], [1-3]); a test keeps the two in step until the
-# public API exports it.
-MARKER_PATTERN = re.compile(r"\[(\d+(?:\s*(?:,|;|-|–)\s*\d+)*)\]")
-_RANGE = re.compile(r"(\d+)\s*[-–]\s*(\d+)")
-
-
-def expand_marker(inner: str) -> list[int]:
-    """'1, 3-5' -> [1, 3, 4, 5] (a range of 20 or more is read as its two ends)."""
-    out: list[int] = []
-    for part in re.split(r"\s*[,;]\s*", inner):
-        if m := _RANGE.fullmatch(part):
-            lo, hi = int(m.group(1)), int(m.group(2))
-            out.extend(range(lo, hi + 1) if 0 < hi - lo < 20 else (lo, hi))
-        elif part.strip().isdigit():
-            out.append(int(part))
-    return out
+# The engine's marker grammar ([1], [2, 3], [1-3]), under the names this module's callers use.
+MARKER_PATTERN = CITATION_PATTERN
+expand_marker = expand_markers
 
 
 def url_citations(content: str, body_end: int, answer: Answer, base_url: str) -> list[Annotation]:
@@ -109,7 +94,7 @@ class OutputLimit:
         # A token is at least one byte: only a long enough text can be over the limit.
         if self.max_tokens is None or len(full.encode()) <= self.max_tokens:
             return self._release()
-        enc = _encoding(self.tokenizer)
+        enc = encoding(self.tokenizer)  # the bundled files: no download
         tokens = enc.encode(full, disallowed_special=())
         if len(tokens) <= self.max_tokens:
             return self._release()
@@ -126,17 +111,3 @@ class OutputLimit:
         out, self._held = self._held, ""
         self.emitted += out
         return out
-
-
-def _encoding(name: str) -> tiktoken.Encoding:
-    import rag_papers
-
-    # The engine's loader (bundled encoding files, no download) once the public API exports
-    # it; until then tiktoken itself, which finds those files because the engine has opened
-    # its index by now (routes call Engine.prepare first) and pointed TIKTOKEN_CACHE_DIR there.
-    shared = getattr(rag_papers, "encoding", None)
-    if shared is not None:
-        return shared(name)  # type: ignore[no-any-return]
-    import tiktoken
-
-    return tiktoken.get_encoding(name)
