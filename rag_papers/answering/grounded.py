@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag_papers.answering.contract import CITATION_PATTERN, DroppedClaim, Quote
+from rag_papers.answering.contract import CITATION_PATTERN, DroppedClaim, Quote, SentenceVerdict
 from rag_papers.answering.support import check_support
 
 __all__ = [
@@ -296,6 +296,9 @@ class Grounding:
     dropped: list[DroppedClaim] = field(default_factory=list)
     answerable: bool = True
     problem: str | None = None
+    # One support verdict per claim, once ``settle_claims`` has judged them (the answer's
+    # check reuses them instead of judging the same claims again).
+    verdicts: list[SentenceVerdict] | None = None
 
 
 def verify_claims(reply: GroundedReply, sources: list[SourceText]) -> Grounding:
@@ -355,24 +358,35 @@ def settle_claims(
     shows the quote itself instead: the reader gets what the paper says. Either way the
     model's wording goes to ``dropped`` with the reason."""
     if not grounding.claims:
+        grounding.verdicts = []
         return
-    verdicts = check_support(
-        [(render_claims([c]), [q.marker for q in c[1]]) for c in grounding.claims],
-        sources,
-        threshold=threshold,
-        embedder=embedder,
-        question_vector=question_vector,
-        relevance_threshold=relevance_threshold,
-    )
+
+    def judge(claims: list[tuple[str, list[Quote]]]) -> list[SentenceVerdict]:
+        return check_support(
+            [(render_claims([c]), [q.marker for q in c[1]]) for c in claims],
+            sources,
+            threshold=threshold,
+            embedder=embedder,
+            question_vector=question_vector,
+            relevance_threshold=relevance_threshold,
+        )
+
     kept: list[tuple[str, list[Quote]]] = []
-    for (text, quotes), verdict in zip(grounding.claims, verdicts, strict=True):
+    final: list[SentenceVerdict | None] = []
+    for (text, quotes), verdict in zip(grounding.claims, judge(grounding.claims), strict=True):
         if verdict.supported or not verdict.claim:
             kept.append((text, quotes))
+            final.append(verdict)
         elif verdict.reason.startswith("does not bear"):
             grounding.dropped.append(DroppedClaim(text=text, reason=verdict.reason))
         else:
             quoted = " … ".join(q.text.strip() for q in quotes)
             kept.append((f"\u201c{quoted[:1].upper()}{quoted[1:]}\u201d", quotes))
+            final.append(None)  # the quote shown instead is judged below
             reason = f"said more than its quotes ({verdict.reason}): the quote is shown instead"
             grounding.dropped.append(DroppedClaim(text=text, reason=reason))
+    redo = [i for i, v in enumerate(final) if v is None]
+    for i, verdict in zip(redo, judge([kept[i] for i in redo]), strict=True):
+        final[i] = verdict
     grounding.claims = kept
+    grounding.verdicts = [v for v in final if v is not None]

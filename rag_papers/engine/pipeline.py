@@ -299,20 +299,23 @@ class AnswerPipeline:
         ]
         sources_text = context.source_texts()
         grounding = generated.grounding
-        # A grounded answer is judged claim by claim: each rendered claim is one verdict.
-        sentences = (
-            [(render_claims([claim]), [q.marker for q in claim[1]]) for claim in grounding.claims]
-            if grounding is not None
-            else split_answer(text)
-        )
-        answer.sentences = check_support(
-            sentences,
-            sources_text,
-            threshold=self.settings.support_threshold,
-            embedder=self.index.embedder,
-            question_vector=question_vector,
-            relevance_threshold=self.settings.relevance_threshold,
-        )
+        if grounding is not None and grounding.verdicts is not None:
+            # A grounded answer was judged claim by claim when its claims were settled.
+            answer.sentences = grounding.verdicts
+        else:
+            sentences = (
+                [(render_claims([c]), [q.marker for q in c[1]]) for c in grounding.claims]
+                if grounding is not None
+                else split_answer(text)
+            )
+            answer.sentences = check_support(
+                sentences,
+                sources_text,
+                threshold=self.settings.support_threshold,
+                embedder=self.index.embedder,
+                question_vector=question_vector,
+                relevance_threshold=self.settings.relevance_threshold,
+            )
         if grounding is not None:
             for verdict, (_, quotes) in zip(answer.sentences, grounding.claims, strict=True):
                 verdict.markers = list(dict.fromkeys(verdict.markers))
