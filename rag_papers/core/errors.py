@@ -4,7 +4,7 @@ ends show such errors as one line (the message says what and where), not a trace
 
 from __future__ import annotations
 
-__all__ = ["FilterError", "MissingExtraError", "RagPapersError"]
+__all__ = ["FilterError", "MissingExtraError", "RagPapersError", "SettingsError"]
 
 
 class RagPapersError(Exception):
@@ -18,3 +18,7 @@ class MissingExtraError(RagPapersError, ImportError):
 class FilterError(RagPapersError, ValueError):
     """A llama-index metadata filter the engine cannot apply; the message names it.
     (Declared here, not beside the adapters, so it imports without llama-index.)"""
+
+
+class SettingsError(RagPapersError, ValueError):
+    """A config file, preset or value that cannot be used; the message says which and why."""

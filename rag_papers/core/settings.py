@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +18,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag_papers.core import env
-from rag_papers.core.errors import RagPapersError
+from rag_papers.core.config_files import PRESETS, preset_values, read_config_file
+from rag_papers.core.errors import SettingsError
 from rag_papers.core.specs import AnswerStyle, Mode, parse_llm_spec
 
 __all__ = [
@@ -32,38 +31,16 @@ __all__ = [
     "read_config_file",
 ]
 
-PRESETS = ("offline", "openai", "ollama", "llamacpp", "scifact")
-
-
-class SettingsError(RagPapersError, ValueError):
-    """A config file, preset or value that cannot be used; the message says which and why."""
-
-
-# Fields that change what an answer is; hashed into the settings fingerprint.
-_FINGERPRINT_EXCLUDE = {
-    "data_dir",
-    "index_dir",
-    "chroma_url",
-    "openai_api_key",
-    "server_api_key",
-    "llm_timeout",
-    "llm_max_retries",
-    "max_body_bytes",
-    "max_question_chars",
-    "max_k",
-    "history_file",
-    "ingest_batch_papers",
-    "auto_ingest_sample",
-    "embed_batch_size",
-    "embed_concurrency",
-    "server_min_key_chars",
-    "ingest_roots",
-    "max_ingest_file_bytes",
-    "ingest_queue_size",
-    "allowed_llms",
-    "llm_cache_size",
-    "rate_limit_per_minute",
-}
+# Fields that never change an answer (paths, keys, limits, speed): left out of the fingerprint.
+_FINGERPRINT_EXCLUDE = frozenset(
+    """
+    data_dir index_dir chroma_url openai_api_key server_api_key llm_timeout llm_max_retries
+    max_body_bytes max_question_chars max_k history_file ingest_batch_papers
+    auto_ingest_sample embed_batch_size embed_concurrency server_min_key_chars ingest_roots
+    max_ingest_file_bytes ingest_queue_size allowed_llms llm_cache_size rate_limit_per_minute
+    embed_workers refresh_seconds writer_wait_seconds writer_lease_seconds
+    """.split()
+)
 
 
 class Settings(BaseSettings):
@@ -91,6 +68,18 @@ class Settings(BaseSettings):
         description="URL of a Chroma server (chroma run); when set, the index lives there "
         "and only the BM25 sidecar stays in index_dir.",
     )
+    refresh_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=3600.0,
+        description="How often a long-running reader checks for another writer's ingest.",
+    )
+    writer_wait_seconds: float = Field(
+        default=600.0, ge=0.0, description="How long an ingest waits for another one to finish."
+    )
+    writer_lease_seconds: float = Field(
+        default=60.0, ge=5.0, description="A writer that stops renewing its lock loses it then."
+    )
     auto_ingest_sample: bool = Field(
         default=True,
         description="Ingest the bundled sample corpus the first time a command needs an "
@@ -108,6 +97,9 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per batch.")
     embed_concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight.")
+    embed_workers: int = Field(
+        default=1, ge=1, le=64, description="Local embedding workers (each its own model session)."
+    )
     embed_max_tokens: int = Field(
         default=256, ge=16, le=512, description="Word pieces the bundled model reads per text."
     )
@@ -348,27 +340,6 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json", exclude=_FINGERPRINT_EXCLUDE)
         blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def read_config_file(path: Path, what: str = "config file") -> dict[str, Any]:
-    """The settings in a TOML file (flat, or under a [rag_papers] table)."""
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SettingsError(f"{what} {path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{what} {path}: invalid TOML: {exc}") from None
-    # Accept both a flat file and one with a [rag_papers] table.
-    return dict(data.get("rag_papers", data))
-
-
-def preset_values(name: str) -> dict[str, Any]:
-    """The settings a bundled preset sets."""
-    if name not in PRESETS:
-        raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("rag_papers.presets").joinpath(f"{name}.toml").read_text()
-    return dict(tomllib.loads(text))
 
 
 def load_settings(
