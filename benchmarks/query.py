@@ -81,6 +81,7 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
         )
     papers = base.catalog.get_many(by_paper)
     target.collection  # noqa: B018 - create the target collection
+    draft = target.new_draft()  # the next generation of the target's catalog (store/state.py)
 
     def drop(text: str) -> str:
         words = text.split()
@@ -102,7 +103,7 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
             documents=list(batch_docs),
             metadatas=list(batch_meta),
         )
-        target.catalog.upsert(rows)
+        draft.catalog.upsert(rows)
         for lst in (batch_ids, batch_docs, batch_meta, batch_vecs, rows):
             lst.clear()
 
@@ -139,9 +140,10 @@ def replicate(base: Any, target: Any, replicas: int, seed: int = 0) -> int:
             if len(batch_ids) >= 4000:
                 flush()
     flush()
-    generation = target._bump_generation()
-    target.catalog.set_meta("generation", generation)
-    target._rebuild_bm25(generation)
+    from rag_papers.store.writelock import writer_lock
+
+    with writer_lock(target.settings, target.client, target.logical, target.files_root) as lease:
+        target.publish(draft, lease)  # builds BM25, uploads it to a server, switches
     return total
 
 

@@ -71,6 +71,7 @@ _EXPORTS = {
     "BoundsError": "rag_papers.store.bounds",
     "CatalogDamagedError": "rag_papers.store.catalog",
     "LoaderError": "rag_papers.ingest.loaders",
+    "WriterBusyError": "rag_papers.store.writelock",
     "resolve_fields": "rag_papers.ingest.loaders.records",
     "load_papers": "rag_papers.ingest.loaders",
     "Rejected": "rag_papers.ingest.loaders",
@@ -125,6 +126,7 @@ __all__ = [
     "StoreUnavailableError",
     "Turn",
     "Usage",
+    "WriterBusyError",
     "__version__",
     "answer_label",
     "encoding",
@@ -194,6 +196,7 @@ if TYPE_CHECKING:
         StoreDamagedError,
     )
     from rag_papers.store.index import IndexMismatchError, IngestReport, StoreUnavailableError
+    from rag_papers.store.writelock import WriterBusyError
 
 
 def __getattr__(name: str) -> Any:

@@ -148,9 +148,8 @@ def test_rebuild_killed_midway_keeps_the_old_index_then_completes(tmp_path: Path
     assert len(names) == 2 and "papers" in names
     leftovers = sorted(p.name for p in (index_dir / "sidecar").iterdir())
     assert leftovers == sorted(
-        [n for n in names if n != "papers"]
-        + [f"{n}.bm25" for n in names if n != "papers"]
-        + ["papers.current"]
+        [n for n in names if n != "papers"]  # its catalog and BM25 generations
+        + ["papers.current", "papers.lock", "papers.lock.holder"]  # pointer, writer lock
     )
 
 

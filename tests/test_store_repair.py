@@ -53,6 +53,12 @@ def settings(_master: Path, tmp_path: Path) -> Settings:
     return load_settings(index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
 
 
+def _generation(settings: Settings) -> Path:
+    """The folder of the generation in use (store/state.py)."""
+    base = settings.resolved_index_dir / "sidecar" / "papers"
+    return base / f"gen-{(base / 'current').read_text().strip()}"
+
+
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -60,7 +66,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_corrupt_catalog_is_rebuilt_with_a_warning(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog = settings.resolved_index_dir / "sidecar" / "papers" / "catalog.sqlite"
+    catalog = _generation(settings) / "catalog.sqlite"
     catalog.write_bytes(b"this is not a database " * 300)
     with caplog.at_level(logging.WARNING, logger="rag_papers"), PaperQA(settings) as qa:
         assert qa.list_papers().total == 10  # papers list: the fast path falls back
@@ -73,7 +79,7 @@ def test_corrupt_catalog_is_rebuilt_with_a_warning(
 def test_catalog_damaged_inside_is_found_on_open(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog = settings.resolved_index_dir / "sidecar" / "papers" / "catalog.sqlite"
+    catalog = _generation(settings) / "catalog.sqlite"
     data = bytearray(catalog.read_bytes())
     data[4096 + 100 : 4096 + 900] = os.urandom(800)  # a page after the header
     catalog.write_bytes(bytes(data))
@@ -91,7 +97,7 @@ def test_catalog_damaged_inside_is_found_on_open(
 def test_corrupt_bm25_sidecar_is_rebuilt_with_a_warning(
     settings: Settings, caplog: pytest.LogCaptureFixture, victim: str
 ) -> None:
-    sidecar = settings.resolved_index_dir / "sidecar" / "papers.bm25"
+    sidecar = _generation(settings) / "bm25"
     (sidecar / victim).write_bytes(b"\x93NUMPY garbage " + os.urandom(200))
     with caplog.at_level(logging.WARNING, logger="rag_papers"), PaperQA(settings) as qa:
         hits = qa.search("m4x", k=2, mode="bm25")

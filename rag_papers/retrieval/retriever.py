@@ -192,22 +192,26 @@ class Retriever:
             fused = fuse(
                 dense_scores, lexical, method=s.fusion, dense_weight=s.dense_weight, rrf_k=s.rrf_k
             )
-        top = sorted(fused, key=lambda pid: (-fused[pid], pid))[:k]
-        papers = self.index.papers(top)
-        results = []
-        for rank, pid in enumerate(top, start=1):
-            paper = papers.get(pid)
-            if paper is None:  # in Chroma but not (yet) in the catalog: skip, never guess
-                continue
-            results.append(
+        ranked = sorted(fused, key=lambda pid: (-fused[pid], pid))
+        results: list[ScoredPaper] = []
+        start = 0
+        while len(results) < k and start < len(ranked):
+            # Papers in Chroma but not (yet) in the catalog (an ingest that has not published)
+            # are skipped, never guessed; the next ones in line take their places.
+            part = ranked[start : start + k - len(results)]
+            start += len(part)
+            papers = self.index.papers(part)
+            results += [
                 ScoredPaper(
-                    paper=paper,
+                    paper=papers[pid],
                     score=fused[pid],
-                    rank=rank,
+                    rank=0,
                     dense=dense_scores.get(pid),
                     bm25=lexical.get(pid),
                 )
-            )
+                for pid in part
+                if pid in papers
+            ]
         for rank, item in enumerate(results, start=1):
             item.rank = rank
         return results

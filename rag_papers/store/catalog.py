@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -100,6 +100,8 @@ class Catalog:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only
+        # Where a slim catalog gets missing paper data (set by the index; store/shared.py).
+        self.fetch_missing: Callable[[list[str]], dict[str, Paper]] | None = None
         if read_only:
             self._db = self._connect_read_only()
             return
@@ -180,6 +182,11 @@ class Catalog:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    @_guarded
+    def backup_to(self, dest: sqlite3.Connection) -> None:
+        """Copy this catalog into ``dest``, consistent even while others write (SQLite backup)."""
+        self._db.backup(dest)
+
     # --- papers -------------------------------------------------------------------------
     @_guarded
     def hashes(self, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
@@ -213,10 +220,31 @@ class Catalog:
             db.execute("DELETE FROM papers")
             db.executemany(_INSERT, [_row(p, n) for p, n in rows])
 
+    def _papers(self, rows: Iterable[tuple[str, str | None]]) -> list[Paper]:
+        """Papers of (id, data) rows, in order. A slim catalog (a reader's download, see
+        store/publish.py) has no data yet: it is fetched once and kept."""
+        rows = list(rows)
+        missing = [pid for pid, data in rows if data is None]
+        fetched: dict[str, Paper] = {}
+        if missing and self.fetch_missing is not None:
+            fetched = self.fetch_missing(missing)
+            if fetched and not self.read_only:
+                with self.transaction() as db:
+                    db.executemany(
+                        "UPDATE papers SET data = ? WHERE id = ?",
+                        [(json.dumps(p.to_dict()), pid) for pid, p in fetched.items()],
+                    )
+        out = []
+        for pid, data in rows:
+            paper = Paper.from_dict(json.loads(data)) if data is not None else fetched.get(pid)
+            if paper is not None:
+                out.append(paper)
+        return out
+
     @_guarded
     def get(self, paper_id: str) -> Paper | None:
-        row = self._db.execute("SELECT data FROM papers WHERE id = ?", (paper_id,)).fetchone()
-        return Paper.from_dict(json.loads(row[0])) if row else None
+        found = self.get_many([paper_id])
+        return found.get(paper_id)
 
     @_guarded
     def get_many(self, ids: Iterable[str]) -> dict[str, Paper]:
@@ -225,9 +253,8 @@ class Catalog:
         for start in range(0, len(ids), 900):
             part = ids[start : start + 900]
             marks = ",".join("?" * len(part))
-            for (data,) in self._db.execute(f"SELECT data FROM papers WHERE id IN ({marks})", part):
-                paper = Paper.from_dict(json.loads(data))
-                out[paper.id] = paper
+            query = f"SELECT id, data FROM papers WHERE id IN ({marks})"
+            out.update((p.id, p) for p in self._papers(self._db.execute(query, part)))
         return out
 
     @_guarded
@@ -235,14 +262,45 @@ class Catalog:
         if limit is not None:
             check_int("limit", limit, 1, MAX_LIMIT)
         check_int("offset", offset, 0, MAX_OFFSET)
-        query = "SELECT data FROM papers ORDER BY rowid LIMIT ? OFFSET ?"
-        rows = self._db.execute(query, (-1 if limit is None else limit, offset))
-        return [Paper.from_dict(json.loads(d)) for (d,) in rows]
+        query = "SELECT id, data FROM papers ORDER BY rowid LIMIT ? OFFSET ?"
+        return self._papers(self._db.execute(query, (-1 if limit is None else limit, offset)))
 
     @_guarded
     def iter_all(self) -> Iterator[Paper]:
-        rows = self._db.execute("SELECT data FROM papers ORDER BY id").fetchall()  # guarded
-        return (Paper.from_dict(json.loads(data)) for (data,) in rows)
+        rows = self._db.execute("SELECT id, data FROM papers ORDER BY id").fetchall()  # guarded
+        return self._iter(rows)
+
+    def _iter(self, rows: Sequence[tuple[str, str | None]]) -> Iterator[Paper]:
+        for start in range(0, len(rows), 2000):
+            yield from self._papers(rows[start : start + 2000])
+
+    @_guarded
+    def is_slim(self) -> bool:
+        """Whether some rows still lack their paper data (a reader's download)."""
+        return (
+            self._db.execute("SELECT 1 FROM papers WHERE data IS NULL LIMIT 1").fetchone()
+            is not None
+        )
+
+    @_guarded
+    def write_slim(self, path: Path) -> None:
+        """A copy without the paper data (ids, hashes, filter columns, meta) at ``path``: what
+        a reader downloads; the data comes from Chroma's chunk-0 records when first needed."""
+        path.unlink(missing_ok=True)
+        self._db.execute("ATTACH DATABASE ? AS slim", (str(path),))
+        try:
+            self._db.executescript(
+                _SCHEMA.replace("data TEXT NOT NULL", "data TEXT")
+                .replace("EXISTS papers", "EXISTS slim.papers")
+                .replace("EXISTS meta", "EXISTS slim.meta")
+            )
+            self._db.execute(
+                "INSERT INTO slim.papers SELECT id, hash, n_chunks, year, authors, categories,"
+                " NULL FROM main.papers ORDER BY rowid"
+            )
+            self._db.execute("INSERT INTO slim.meta SELECT * FROM main.meta")
+        finally:
+            self._db.execute("DETACH DATABASE slim")
 
     @_guarded
     def filter_ids(

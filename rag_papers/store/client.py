@@ -11,7 +11,7 @@ from rag_papers.store.errors import StoreUnavailableError
 if TYPE_CHECKING:
     from rag_papers.core.settings import Settings
 
-__all__ = ["make_client"]
+__all__ = ["make_client", "reopen_client"]
 
 
 def make_client(settings: Settings, path: Path) -> Any:
@@ -38,3 +38,18 @@ def make_client(settings: Settings, path: Path) -> Any:
             f"`chroma run --path DIR --host 127.0.0.1 --port 8000`, or unset chroma_url."
         ) from None
     return client
+
+
+def reopen_client(settings: Settings, path: Path) -> Any:
+    """A new embedded client of ``path``: one that sees other processes' writes.
+
+    An embedded Chroma client keeps its HNSW index in memory and never sees vectors that
+    another process added; chromadb also caches one client per path, so the cache entry is
+    dropped first (clients still holding the old one keep working, with the old view).
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    cache = SharedSystemClient._identifier_to_system
+    for key in [k for k in cache if k and Path(k).resolve() == path.resolve()]:
+        cache.pop(key, None)
+    return make_client(settings, path)

@@ -1,11 +1,18 @@
-"""The paper index: a Chroma collection (embedded or server) + manifest + catalog + BM25 sidecar.
+"""The paper index: a Chroma collection (embedded or server) + manifest + catalog + BM25.
 
-Write order makes an interrupted ingest safe to re-run: chunk ids are deterministic
-("<paper>#<n>") so Chroma upserts are idempotent; the catalog row of a paper is written
-only after its chunks are stored; a 'dirty' flag set for the duration of an ingest makes
-the next open rebuild the catalog and BM25 from Chroma, the source of truth. Before its first
-write an ingest marks the collection (``rag_papers:ingest_started``), so an index that an
-ingest was writing is never taken for a new one.
+Chroma holds the chunks and vectors, the source of truth. The catalog and the BM25 sidecar
+are *generations* (store/state.py): immutable folders that a writer builds beside the one in
+use and then publishes by one atomic update of the collection's metadata
+(``rag_papers:generation``). With a Chroma server the writer also uploads the generation
+(store/publish.py), so a new client downloads it instead of rebuilding it from every record.
+A long-running reader checks the published generation at most every ``refresh_seconds``
+(a clock read per query otherwise) and switches to a new one as a whole.
+
+Writers take the collection's writer lock (store/writelock.py) and write in a crash-safe
+order (store/writer.py): chunk ids are deterministic ("<paper>#<n>") so upserts are
+idempotent, and a writer that died mid-write is noticed by the next one, which rebuilds the
+state from the collection. Before its first write an ingest marks the collection
+(``rag_papers:ingest_started``), so an index an ingest was writing is never taken for new.
 
 Also here: ``--rebuild`` builds beside the current collection and switches atomically
 (store/pointer.py, store/rebuild.py); a read-only index dir is read from a snapshot
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag_papers.core.env import prepare_environment
 from rag_papers.core.papers import Paper
-from rag_papers.ingest.chunking import chunker_id, metadata_to_paper
-from rag_papers.store.catalog import Catalog
+from rag_papers.ingest.chunking import chunker_id
 from rag_papers.store.client import make_client
 from rag_papers.store.errors import (
     IndexMismatchError,  # re-exported
@@ -42,12 +50,9 @@ from rag_papers.store.legacy import (
     STARTED_KEY,
     check_manifest,
 )
-from rag_papers.store.lexical import BM25Sidecar
 from rag_papers.store.paths import (
-    bm25_dir,
     catalog_path,
     read_pointer,
-    sidecar_dir,
     store_location,
     write_pointer,
 )
@@ -60,6 +65,11 @@ from rag_papers.store.pointer import (
 )
 from rag_papers.store.readonly import ensure_index_dir, snapshot
 from rag_papers.store.report import IngestReport, load_files
+from rag_papers.store.shared import GENERATION_KEY, SharedState
+from rag_papers.store.state import (
+    EMPTY,
+    IndexState,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,7 +101,7 @@ class DenseHit:
     text: str
 
 
-class PaperIndex:
+class PaperIndex(SharedState):
     """Open (or create) the index that ``settings`` describe.
 
     ``staging``: a new, empty collection beside the current one, for a rebuild
@@ -128,13 +138,9 @@ class PaperIndex:
         self._collection: Any = None
         self._foreign_warned = False
         self.legacy_ids = False  # format 1: own ids were not kept (see legacy.py)
-        self._open_caches()
-
-    def _open_caches(self) -> None:
-        self.sidecar_dir = sidecar_dir(self.files_root, self.name)
-        self.catalog = Catalog(self.sidecar_dir / "catalog.sqlite")
-        self._bm25: BM25Sidecar | None = None
-        self._n_chunks: int | None = None  # cached per generation: a SUM over the catalog
+        self._state: IndexState | None = None
+        self._checked = 0.0  # monotonic time of the last look at the published generation
+        self._refreshing = threading.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------
     @property
@@ -192,10 +198,7 @@ class PaperIndex:
                     "which is missing (deleted by hand?). Re-create the index with "
                     "`rag-papers ingest --rebuild FILES`."
                 )
-            if current != self.name:  # a rebuild elsewhere (or a kill) left the file behind
-                self.catalog.close()
-                self.name = current
-                self._open_caches()
+            self.name = current  # a rebuild elsewhere (or a kill) may have left the file behind
             if not self.read_only and current != read_pointer(self.files_root, self.logical):
                 write_pointer(self.files_root, self.logical, current)
         manifest = self._manifest()
@@ -211,63 +214,18 @@ class PaperIndex:
         self._collection = col
         if not self.read_only and not self.staging:
             retire(client, self.logical, self.files_root, unfinished=False)
-        self._sync()
+        self._load_state(str(stored.get(GENERATION_KEY, EMPTY)))
+        self._checked = time.monotonic()
 
     def _check_manifest(self, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
         where = f"the index at {self.location} (collection {self.logical!r})"
         check_manifest(stored, wanted, where=where, readable=FORMAT_VERSION)
 
     def close(self) -> None:
-        self.catalog.close()
+        if self._state is not None:
+            self._state.catalog.close()
         if self._cleanup is not None:
             self._cleanup()  # the read-only snapshot
-
-    # --- keeping catalog and BM25 in step with Chroma -----------------------------------
-    def _meta(self) -> dict[str, Any]:
-        return dict(self.collection.metadata or {})
-
-    def set_meta(self, **values: str | int) -> None:
-        """Set ``rag_papers:<key>`` values in the collection's metadata (keeping the rest)."""
-        meta = self._meta()
-        meta.pop("hnsw:space", None)  # the space is fixed at creation; Chroma refuses changes
-        meta.update({f"rag_papers:{k}": v for k, v in values.items()})
-        self._collection.modify(metadata=meta)
-
-    def _generation(self) -> str:
-        return str((self._collection.metadata or {}).get("rag_papers:generation", "0"))
-
-    def _sync(self) -> None:
-        """Rebuild the local catalog/BM25 when Chroma moved on or an ingest was interrupted."""
-        remote = self._generation()
-        dirty = self.catalog.get_meta("dirty") == "1"
-        if dirty or self.catalog.get_meta("generation", "0") != remote:
-            self._rebuild_catalog_from_store()
-            self.catalog.set_meta("generation", remote)
-            self.catalog.set_meta("dirty", "0")
-        if self.bm25.generation != remote or len(self.bm25) != self.catalog.count():
-            self._rebuild_bm25(remote)
-
-    def _rebuild_catalog_from_store(self) -> None:
-        rows: list[tuple[Paper, int]] = []
-        foreign = 0
-        page = 2000
-        offset = 0
-        while True:
-            got = self._collection.get(
-                where={"chunk_index": 0}, include=["metadatas"], limit=page, offset=offset
-            )
-            for meta in got["metadatas"] or []:
-                try:
-                    paper = metadata_to_paper(dict(meta or {}), str((meta or {})["abstract"]))
-                    rows.append((paper, int((meta or {}).get("n_chunks", 1))))
-                except (KeyError, TypeError, ValueError):
-                    foreign += 1  # written by another tool: not one of our chunks
-            if len(got["ids"]) < page:
-                break
-            offset += page
-        if foreign:
-            self._warn_foreign(foreign, "rebuilding the catalog")
-        self.catalog.replace_all(rows)
 
     def _warn_foreign(self, count: int, doing: str) -> None:
         if self._foreign_warned:
@@ -281,21 +239,6 @@ class PaperIndex:
             self.location,
             doing,
         )
-
-    @property
-    def bm25(self) -> BM25Sidecar:
-        if self._bm25 is None:
-            self._bm25 = BM25Sidecar(bm25_dir(self.files_root, self.name))
-        return self._bm25
-
-    def _rebuild_bm25(self, generation: str) -> None:
-        docs = ((p.id, f"{p.title}\n{p.abstract}") for p in self.catalog.iter_all())
-        self.bm25.build(docs, generation)
-
-    def rebuild_bm25(self) -> None:
-        """Rebuild the BM25 sidecar from the catalog (after an ingest wrote something)."""
-        self._rebuild_bm25(self.catalog.get_meta("generation", "0") or "0")
-        self._n_chunks = None
 
     # --- ingest -------------------------------------------------------------------------
     def ingest_files(
@@ -329,10 +272,11 @@ class PaperIndex:
     def dense_search(
         self, vector: np.ndarray, n: int, where: dict[str, Any] | None = None
     ) -> list[DenseHit]:
+        self.refresh()
         col = self.collection
-        if self._n_chunks is None:
-            self._n_chunks = self.catalog.count_chunks()
-        n = max(1, min(n, self._n_chunks or 1))
+        # Not capped at the catalog's chunk count: chunks stored but not yet published (or
+        # left by a writer that died) also compete, and are dropped below by the retriever.
+        n = max(1, n)
         with store_errors(self.location):
             res = col.query(
                 query_embeddings=[vector.tolist()],
@@ -379,8 +323,16 @@ class PaperIndex:
         chunks = self.catalog.count_chunks()
         with store_errors(self.location):
             foreign = max(0, col.count() - chunks)
-        if foreign:
-            self._warn_foreign(foreign, "counting")
+        if foreign and not self._foreign_warned:
+            self._foreign_warned = True
+            log.warning(
+                "%d record(s) in collection %r at %s are not in its catalog: rag_papers did "
+                "not write them (another tool did), or an ingest stored them and died before "
+                "publishing (the next ingest takes them in)",
+                foreign,
+                self.name,
+                self.location,
+            )
         return {
             "papers": self.catalog.count(),
             "chunks": chunks,

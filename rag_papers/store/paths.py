@@ -79,6 +79,12 @@ def bm25_dir(root: Path, physical: str) -> Path:
 
 
 def catalog_path(settings: Settings) -> Path:
-    """Where the local catalog of an embedded index lives (read without opening Chroma)."""
+    """Where the local catalog of an embedded index lives (read without opening Chroma):
+    in the generation this machine last opened (store/state.py)."""
     root = settings.resolved_index_dir
-    return sidecar_dir(root, read_pointer(root, settings.collection)) / "catalog.sqlite"
+    folder = sidecar_dir(root, read_pointer(root, settings.collection))
+    try:
+        generation = (folder / "current").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        generation = ""
+    return folder / f"gen-{generation or 'none'}" / "catalog.sqlite"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_papers.store.paths import bm25_dir, sidecar_dir, write_pointer
+from rag_papers.store.publish import drop_remote
 
 __all__ = [
     "POINTER_KEY",
@@ -129,6 +130,7 @@ def retire(client: Any, logical: str, root: Path, *, unfinished: bool) -> int:
             continue  # another logical collection's, or not ours at all
         if meta.get(RETIRED_KEY) or unfinished:
             client.delete_collection(name)
+            drop_remote(client, name)
             drop_sidecars(root, name)
             retired += 1
     if retired:

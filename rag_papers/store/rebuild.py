@@ -21,7 +21,9 @@ from rag_papers.core.errors import RagPapersError
 from rag_papers.core.papers import Paper
 from rag_papers.store.errors import RebuildError, store_errors
 from rag_papers.store.pointer import drop_sidecars, publish, retire
+from rag_papers.store.publish import drop_remote
 from rag_papers.store.report import IngestReport
+from rag_papers.store.writelock import writer_lock
 
 if TYPE_CHECKING:
     from rag_papers.core.settings import Settings
@@ -84,15 +86,20 @@ def rebuild_index(
     embedder = check_settings(settings, embedder)
     staging = PaperIndex(settings, embedder=embedder, staging=True)
     try:
-        with store_errors(staging.location):
-            retire(staging.client, settings.collection, staging.files_root, unfinished=True)
-        report = staging.ingest(papers, progress=progress)
-        with store_errors(staging.location, writing=True):
-            publish(staging.client, settings.collection, staging.name, staging.files_root)
+        # The writer lock of the logical collection, for the whole rebuild: an ingest into
+        # the old collection meanwhile would be lost at the switch.
+        with writer_lock(settings, staging.client, settings.collection, staging.files_root):
+            with store_errors(staging.location):
+                retire(staging.client, settings.collection, staging.files_root, unfinished=True)
+            report = staging.ingest(papers, progress=progress)
+            with store_errors(staging.location, writing=True):
+                publish(staging.client, settings.collection, staging.name, staging.files_root)
     except BaseException as exc:
         staging.close()
         with contextlib.suppress(Exception):
             staging.client.delete_collection(staging.name)
+        with contextlib.suppress(Exception):
+            drop_remote(staging.client, staging.name)
         drop_sidecars(staging.files_root, staging.name)
         if isinstance(exc, RebuildError) or not isinstance(exc, Exception):
             raise

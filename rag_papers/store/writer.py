@@ -1,15 +1,19 @@
 """Writing papers into an open PaperIndex, in the crash-safe order index.py describes.
 
-Before anything is embedded: abstracts over ``settings.max_abstract_chars`` are rejected
-(reported like a bad record: file, line, field, length), the collection is marked
-``rag_papers:ingest_started``, and the catalog is flagged dirty. Papers of a format-1 index
-that come back under their own id replace their old copy (store/legacy.py).
+Abstracts over ``settings.max_abstract_chars`` are rejected (reported like a bad record:
+file, line, field, length). Then, under the collection's writer lock (store/writelock.py):
+the newest published generation is loaded (another writer may have published while this one
+waited), and if the last writer died mid-write the state is first rebuilt from the
+collection. A draft generation (a copy of the catalog) takes the new papers' rows after
+their chunks are stored; the collection is marked ``rag_papers:ingest_started`` and the lock
+``writing`` before the first write; BM25 is built in the draft, which is then published as a
+whole. Papers of a format-1 index that come back under their own id replace their old copy
+(store/legacy.py).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -19,11 +23,14 @@ from rag_papers.ingest.loaders.common import Rejected
 from rag_papers.store.errors import store_errors
 from rag_papers.store.legacy import STARTED_KEY, legacy_ids, old_copies
 from rag_papers.store.report import IngestReport
+from rag_papers.store.writelock import writer_lock
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from rag_papers.store.catalog import Catalog
     from rag_papers.store.index import PaperIndex
+    from rag_papers.store.writelock import WriteLease
 
 __all__ = ["write_papers"]
 
@@ -46,7 +53,7 @@ def write_papers(
 ) -> IngestReport:
     """Add new papers, replace changed ones, skip unchanged ones (by content hash)."""
     started = time.perf_counter()
-    index.collection  # noqa: B018 - opens the store and syncs the catalog first
+    index.collection  # noqa: B018 - opens the store and loads the published state first
     s = index.settings
     report = IngestReport()
     unique: dict[str, Paper] = {}
@@ -56,18 +63,37 @@ def write_papers(
             report.rejected.append(_too_long(paper, s.max_abstract_chars))
             continue
         unique[paper.id] = paper  # across files, the last copy of an id wins
-    catalog = index.catalog
-    stored = catalog.hashes(unique)
+    with (
+        store_errors(index.location, writing=True, disk=index.files_root),
+        writer_lock(s, index.client, index.logical, index.files_root) as lease,
+    ):
+        index.refresh(force=True)
+        if lease.recover:  # the last writer died mid-write: trust only the collection
+            index.publish(index.new_draft(from_store=True), lease)
+        _write_locked(index, unique, report, lease, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_locked(
+    index: PaperIndex,
+    unique: dict[str, Paper],
+    report: IngestReport,
+    lease: WriteLease,
+    progress: Progress | None,
+) -> None:
+    s = index.settings
+    stored = index.catalog.hashes(unique)
     todo = [p for pid, p in unique.items() if pid not in stored or stored[pid][0] != p.content_hash]
     report.unchanged = len(unique) - len(todo)
     migrate: dict[str, str] = {}
     if index.legacy_ids:
         wanted = {old for p in unique.values() for old in legacy_ids(p)}
-        migrate = old_copies(unique, catalog.get_many(wanted))
+        migrate = old_copies(unique, index.catalog.get_many(wanted))
     if not todo and not migrate:
-        report.seconds = time.perf_counter() - started
-        return report
-
+        if s.chroma_url and not index.is_published():  # made before uploads: upload it now
+            index.publish(index.new_draft(), lease)
+        return
     chunked = [
         (
             p,
@@ -79,45 +105,41 @@ def write_papers(
     ]
     total_chunks = sum(len(c) for _, c in chunked)
     done_chunks = 0
-    with store_errors(index.location, writing=True, disk=index.files_root):
+    draft = index.new_draft()
+    try:
         if not (index.collection.metadata or {}).get(STARTED_KEY):
             index.set_meta(ingest_started=1)  # before the first write: see qa auto-ingest
-        catalog.set_meta("dirty", "1")
+        lease.mark_writing()
         if progress:
             progress("embed", 0, total_chunks)
-        try:
-            step = s.ingest_batch_papers  # all chunks of a paper go in one upsert
-            for start in range(0, len(chunked), step):
-                batch = chunked[start : start + step]
-                chunks = [c for _, cs in batch for c in cs]
-                for paper, cs in batch:
-                    # The full abstract rides on chunk 0 so a shared store can rebuild a catalog.
-                    cs[0].metadata["abstract"] = paper.abstract
-                vectors = index.embedder.embed_documents([c.text for c in chunks])
-                _write_chunks(index, chunks, vectors, batch, stored)
-                catalog.upsert((p, len(cs)) for p, cs in batch)
-                for paper, _ in batch:
-                    if paper.id in stored:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-                report.chunks_written += len(chunks)
-                done_chunks += len(chunks)
-                if progress:
-                    progress("embed", done_chunks, total_chunks)
-            if migrate:  # only now that the new copies are stored
-                _remove(index, list(migrate))
-                report.migrated += len(migrate)
-            generation = uuid.uuid4().hex[:12]
-            index.set_meta(generation=generation)
-            catalog.set_meta("generation", generation)
-            catalog.set_meta("dirty", "0")
-        finally:
+        step = s.ingest_batch_papers  # all chunks of a paper go in one upsert
+        for start in range(0, len(chunked), step):
+            batch = chunked[start : start + step]
+            chunks = [c for _, cs in batch for c in cs]
+            for paper, cs in batch:
+                # The full abstract rides on chunk 0 so a shared store can rebuild a catalog.
+                cs[0].metadata["abstract"] = paper.abstract
+            vectors = index.embedder.embed_documents([c.text for c in chunks])
+            _write_chunks(index, chunks, vectors, batch, stored)
+            draft.catalog.upsert((p, len(cs)) for p, cs in batch)
+            for paper, _ in batch:
+                if paper.id in stored:
+                    report.updated += 1
+                else:
+                    report.added += 1
+            report.chunks_written += len(chunks)
+            done_chunks += len(chunks)
             if progress:
-                progress("bm25", 0, 1)
-        index.rebuild_bm25()
-    report.seconds = time.perf_counter() - started
-    return report
+                progress("embed", done_chunks, total_chunks)
+        if migrate:  # only now that the new copies are stored
+            _remove(index, draft.catalog, list(migrate))
+            report.migrated += len(migrate)
+        if progress:
+            progress("bm25", 0, 1)
+        index.publish(draft, lease)
+    except BaseException:
+        draft.discard()
+        raise
 
 
 def _write_chunks(
@@ -145,10 +167,10 @@ def _write_chunks(
         col.delete(ids=stale)
 
 
-def _remove(index: PaperIndex, ids: list[str]) -> None:
-    """Delete papers (their chunks, then their catalog rows)."""
-    counts = index.catalog.hashes(ids)
+def _remove(index: PaperIndex, catalog: Catalog, ids: list[str]) -> None:
+    """Delete papers (their chunks, then their rows in the draft's catalog)."""
+    counts = catalog.hashes(ids)
     chunk_ids = [f"{pid}#{i}" for pid, (_, n) in counts.items() for i in range(n)]
     if chunk_ids:
         index.collection.delete(ids=chunk_ids)
-    index.catalog.delete(ids)
+    catalog.delete(ids)
