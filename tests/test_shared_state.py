@@ -107,6 +107,10 @@ def test_a_new_client_downloads_the_state_instead_of_rebuilding_it(
         assert [h.paper.id for h in hits][:1] == ["a4"]
         assert qa.search("Paper a 7 on topic 7", k=3, mode="dense")[0].paper.id == "a7"
         assert qa.stats()["papers"] == 9
+        # The download is slim (no abstracts): a listed or shown paper is fetched whole.
+        page = qa.list_papers(limit=20)
+        assert page.total == 9 and {p.id for p in page.papers} == {f"a{i}" for i in range(9)}
+        assert all(p.abstract.startswith("We study aword") for p in page.papers)
 
 
 def test_two_writer_processes_into_one_server_collection(tmp_path: Path, server: str) -> None:
