@@ -27,7 +27,8 @@ from rag_papers.core.papers import Paper
 from rag_papers.core.settings import load_settings
 from rag_papers.store.index import PaperIndex
 
-index_dir, url, prefix, n, hold = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+index_dir, url, prefix, count, hold = sys.argv[1:6]
+n = int(count)
 if hold == "after-upload":  # freeze between the upload and the switch, to be killed there
     import time
     import rag_papers.store.publish as publish
@@ -42,8 +43,15 @@ papers = [
           abstract=f"We study {prefix}word{i} in depth. It improves recall on benchmark {i}.")
     for i in range(n)
 ]
-index = PaperIndex(load_settings(index_dir=index_dir, chroma_url=url or None, ingest_batch_papers=3))
-report = index.ingest(papers, progress=lambda stage, done, total: print(stage, done, total, flush=True))
+settings = load_settings(index_dir=index_dir, chroma_url=url or None, ingest_batch_papers=3)
+if hold == "rebuild":
+    from rag_papers.store.rebuild import rebuild_index
+    index, report = rebuild_index(settings, papers)
+else:
+    index = PaperIndex(settings)
+    def progress(stage, done, total):
+        print(stage, done, total, flush=True)
+    report = index.ingest(papers, progress=progress)
 print("finished", report.added, report.unchanged, flush=True)
 """
 
@@ -173,7 +181,7 @@ def test_writer_killed_mid_publish_leaves_the_last_state_then_recovers(
 
     # The next writer takes the silent writer's lock over, rebuilds from the collection,
     # and ends with every paper exactly once.
-    out, err = _finish(_writer(tmp_path / "machine-c", server, "b", 8, **env))
+    _, err = _finish(_writer(tmp_path / "machine-c", server, "b", 8, **env))
     assert "took over" in err
     index = PaperIndex(load_settings(index_dir=tmp_path / "after", chroma_url=server))
     _check_whole(index, base | {f"b{i}" for i in range(8)})
@@ -209,3 +217,25 @@ def test_an_embedded_writer_waits_for_another(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "WriterBusyError" in err and "waiting" in err
     out, _ = _finish(_writer(tmp_path / "idx", "", "e", 2))
     assert "finished 2 0" in out
+
+
+@pytest.mark.parametrize("where", ["server", "embedded"])
+def test_a_running_reader_follows_another_process_rebuild(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    """The old collection is deleted by the rebuild: a reader holding it used to fail."""
+    url = request.getfixturevalue("server") if where == "server" else ""
+    local = tmp_path / ("reader" if url else "shared-index")
+    writer_dir = tmp_path / "writer" if url else local
+    _finish(_writer(writer_dir, url, "a", 4))
+    settings = load_settings(index_dir=local, chroma_url=url or None, refresh_seconds=0.2)
+    with PaperQA(settings) as qa:
+        assert qa.search("aword1", k=1, mode="bm25")[0].paper.id == "a1"
+        _finish(_writer(writer_dir, url, "r", 5, hold="rebuild"))
+        deadline = time.monotonic() + 60
+        while not qa.search("rword3", k=1, mode="bm25"):
+            assert time.monotonic() < deadline, "the reader never saw the rebuilt index"
+            time.sleep(0.1)
+        assert qa.search("aword1", k=1, mode="bm25") == []
+        assert qa.search("Paper r 2 on topic 2", k=1, mode="dense")[0].paper.id == "r2"
+        assert qa.stats()["papers"] == 5
