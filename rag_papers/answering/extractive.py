@@ -30,6 +30,7 @@ from rag_papers.answering.evidence import papers_asked_for
 from rag_papers.core.text import split_sentences
 
 if TYPE_CHECKING:
+    from rag_papers.core.settings import Settings
     from rag_papers.retrieval.retriever import ScoredPaper
 
 __all__ = ["ExtractiveOptions", "extractive_answer", "leans_on_previous", "sub_asks"]
@@ -86,6 +87,17 @@ class ExtractiveOptions:
     min_sentence_similarity: float | None = None
     # A sentence's match to one part of a two-part question counts this much less.
     part_discount: float = 0.05
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ExtractiveOptions:
+        return cls(
+            n_sentences=s.extractive_sentences,
+            per_paper=s.extractive_per_paper,
+            min_similarity=s.abstain_sentence_threshold,
+            paper_margin=s.extractive_paper_margin,
+            retrieval_weight=s.extractive_retrieval_weight,
+            min_sentence_similarity=s.relevance_threshold,
+        )
 
 
 @dataclass(slots=True)

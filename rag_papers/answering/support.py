@@ -125,8 +125,14 @@ def check_support(
     return verdicts
 
 
+_MARKER_WITH_SPACE = re.compile(r"\s*(?:" + CITATION_PATTERN.pattern + ")")
+
+
 def _bare(sentence: str) -> str:
-    return CITATION_PATTERN.sub("", sentence).strip()
+    """The sentence without its markers or the space before them: an extractive answer's
+    sentence then reads as the abstract's own ("claim [1]." -> "claim."), whose vector is
+    already cached; the model's tokenizer splits off punctuation either way."""
+    return _MARKER_WITH_SPACE.sub("", sentence).strip()
 
 
 _TRAILING_MARKERS = re.compile(r"([.!?])\s*((?:\[[\d\s,;\-–]+\]\s*)+)")

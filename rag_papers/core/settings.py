@@ -38,7 +38,7 @@ _FINGERPRINT_EXCLUDE = frozenset(
     max_body_bytes max_question_chars max_k history_file ingest_batch_papers
     auto_ingest_sample embed_batch_size embed_concurrency server_min_key_chars ingest_roots
     max_ingest_file_bytes ingest_queue_size allowed_llms llm_cache_size rate_limit_per_minute
-    embed_workers refresh_seconds writer_wait_seconds writer_lease_seconds
+    embed_workers embed_cache_entries refresh_seconds writer_wait_seconds writer_lease_seconds
     """.split()
 )
 
@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per batch.")
     embed_concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight.")
+    embed_cache_entries: int = Field(
+        default=50_000,
+        ge=0,
+        description="Most embeddings kept in <data_dir>/cache/embeddings.sqlite "
+        "(about 1.6 kB each with MiniLM), least recently used go first; 0: no cache.",
+    )
     embed_workers: int = Field(
         default=1, ge=1, le=64, description="Local embedding workers (each its own model session)."
     )

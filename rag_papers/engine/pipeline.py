@@ -27,7 +27,7 @@ from rag_papers.answering.grounded import (
 from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.answering.usage import count_usage
-from rag_papers.engine.steps import Context, Generated, Retrieved, abstain, rounded
+from rag_papers.engine.steps import Context, Generated, Retrieved, abstain, cut_off, rounded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rag_papers.core.settings import Settings
     from rag_papers.core.specs import Mode
     from rag_papers.retrieval.retriever import Filters
+    from rag_papers.store.embeddings import Embedder
     from rag_papers.store.index import PaperIndex
 
 __all__ = ["AnswerPipeline", "Context", "Generated", "Retrieved"]
@@ -53,6 +54,17 @@ class AnswerPipeline:
         self.settings = settings
         self.index = index
         self.backend = backend
+        self._embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The index's embedder behind the embedding cache (store/cached_embedder.py):
+        the model is loaded on the first text the cache does not hold, not before."""
+        if self._embedder is None:
+            from rag_papers.store.cached_embedder import index_embedder
+
+            self._embedder = index_embedder(self.index)
+        return self._embedder
 
     @property
     def model(self) -> str:
@@ -79,7 +91,7 @@ class AnswerPipeline:
     ) -> Retrieved:
         from rag_papers.retrieval.retriever import Retriever
 
-        out = Retrieved(query=query, results=[], embed=self.index.embedder.embed_query)
+        out = Retrieved(query=query, results=[], embed=self.embedder.embed_query)
         dense = (mode or self.settings.retrieval_mode) != "bm25"
         out.results = Retriever(self.index, self.settings).retrieve(
             query, k=k, mode=mode, filters=filters, query_vector=out.vector if dense else None
@@ -123,7 +135,7 @@ class AnswerPipeline:
         texts = [
             f"{r.paper.title}. {r.paper.abstract}" for r in retrieved.results[: s.evidence_papers]
         ]
-        embedder = self.index.embedder
+        embedder = self.embedder
 
         def similarity(sentences: list[str]) -> Any:
             return embedder.embed_documents(sentences) @ retrieved.vector
@@ -182,7 +194,7 @@ class AnswerPipeline:
         out = Generated(
             raw=completion.text,
             usage=count_usage(s, self.model, messages, completion),
-            truncated=_cut_off(completion.finish_reason),
+            truncated=cut_off(completion.finish_reason),
         )
         if is_abstention(completion.text):
             out.abstain_reason = "the model said the sources do not answer it"
@@ -218,7 +230,7 @@ class AnswerPipeline:
             grounding,
             context.source_texts(),
             threshold=s.support_threshold,
-            embedder=self.index.embedder,
+            embedder=self.embedder,
             question_vector=retrieved.vector,
             relevance_threshold=s.relevance_threshold,
         )
@@ -226,7 +238,7 @@ class AnswerPipeline:
             raw=render_claims(grounding.claims),
             usage=count_usage(s, self.model, messages, completion),
             grounding=grounding,
-            truncated=_cut_off(completion.finish_reason),
+            truncated=cut_off(completion.finish_reason),
         )
         if not reply.answerable or not reply.claims:
             out.abstain_reason = (
@@ -253,16 +265,12 @@ class AnswerPipeline:
         on_delta: Callable[[str], None] | None,
     ) -> Generated:
         s = self.settings
-        options = ExtractiveOptions(
-            n_sentences=s.extractive_sentences,
-            per_paper=s.extractive_per_paper,
-            min_similarity=s.abstain_sentence_threshold,
-            paper_margin=s.extractive_paper_margin,
-            retrieval_weight=s.extractive_retrieval_weight,
-            min_sentence_similarity=s.relevance_threshold,
-        )
         raw = extractive_answer(
-            retrieved.query, retrieved.vector, context.shown, self.index.embedder, options
+            retrieved.query,
+            retrieved.vector,
+            context.shown,
+            self.embedder,
+            ExtractiveOptions.from_settings(s),
         )
         if raw == ABSTAIN_PHRASE:
             why = (
@@ -312,7 +320,7 @@ class AnswerPipeline:
                 sentences,
                 sources_text,
                 threshold=self.settings.support_threshold,
-                embedder=self.index.embedder,
+                embedder=self.embedder,
                 question_vector=question_vector,
                 relevance_threshold=self.settings.relevance_threshold,
             )
@@ -388,10 +396,3 @@ class AnswerPipeline:
         timings["total"] = time.perf_counter() - t_all
         answer.timings = rounded(timings)
         return answer
-
-
-def _cut_off(finish_reason: str | None) -> bool:
-    """The model stopped at max_tokens ("length"), or the stream ended without saying why
-    (None: llama-cpp-python's server ends a stream that way when another request interrupts
-    it): either way the answer may be incomplete."""
-    return finish_reason is None or finish_reason == "length"

@@ -271,7 +271,7 @@ class PaperQA:
         if sentences:
             from rag_papers.retrieval.retriever import best_sentences
 
-            embedder = pipeline.index.embedder
+            embedder = pipeline.embedder  # through the embedding cache
             for item, best in zip(
                 retrieved.results,
                 best_sentences(retrieved.vector, retrieved.results, embedder),

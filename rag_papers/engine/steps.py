@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rag_papers.answering.grounded import Grounding
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["Context", "Generated", "Retrieved", "abstain", "rounded"]
+__all__ = ["Context", "Generated", "Retrieved", "abstain", "cut_off", "rounded"]
 
 
 @dataclass(slots=True)
@@ -97,3 +97,10 @@ def abstain(
 
 def rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in timings.items()}
+
+
+def cut_off(finish_reason: str | None) -> bool:
+    """The model stopped at max_tokens ("length"), or the stream ended without saying why
+    (None: llama-cpp-python's server ends a stream that way when another request interrupts
+    it): either way the answer may be incomplete."""
+    return finish_reason is None or finish_reason == "length"

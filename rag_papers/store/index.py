@@ -148,6 +148,11 @@ class PaperIndex(SharedState):
         return store_location(self.settings)
 
     @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The embedder if one was handed in or already made (None: not loaded yet)."""
+        return self._embedder
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             from rag_papers.store.embeddings import make_embedder
