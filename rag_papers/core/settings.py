@@ -343,7 +343,7 @@ class Settings(BaseSettings):
 
     def fingerprint(self) -> str:
         """Short hash of every setting that changes an answer (not paths, keys or limits)."""
-        data = self.model_dump(mode="json", exclude=_FINGERPRINT_EXCLUDE)
+        data = self.model_dump(mode="json", exclude=set(_FINGERPRINT_EXCLUDE))
         blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
