@@ -184,8 +184,8 @@ def main() -> None:
         expected = size * (args.replicas + 1)
         build_s = None
         if big.catalog.count() != expected:  # reuse a --work index built by an earlier run
-            big.close()
-            big = PaperIndex(big_settings, embedder=base.embedder, rebuild=True)
+            if big.catalog.count():
+                raise SystemExit(f"{work} holds a partial or different index: pass an empty --work")
             t = time.perf_counter()
             replicate(base, big, args.replicas)
             build_s = round(time.perf_counter() - t, 1)
