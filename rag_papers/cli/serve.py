@@ -58,8 +58,17 @@ def serve(
             help="Key clients must send (default: $RAG_PAPERS_SERVER_API_KEY).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes (up to 4 per CPU core). Each opens the index itself; "
+            "the rate limit is shared among them.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (ask, stream, search, papers, ingest)."""
     server_main = import_component("rag_papers.server.app", "serve", "the HTTP server")
     state = current_state(ctx)
-    server_main(state.settings, host=host, port=port, api_key=api_key)
+    server_main(state.settings, host=host, port=port, api_key=api_key, workers=workers)

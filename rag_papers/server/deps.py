@@ -1,6 +1,6 @@
-"""The engine every request shares: one PaperQA per app, the queue its ingests run on, and
-the checks that turn a bad request into a clear 400 before any work starts. Routes get it
-with ``EngineDep``."""
+"""The engine every request shares: one PaperQA per app (per worker process under
+``serve --workers N``), the queue its ingests run on, and the checks that turn a bad request
+into a clear 400 before any work starts. Routes get it with ``EngineDep``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 
 from rag_papers import parse_llm_spec
 from rag_papers.server.errors import ApiError, Scrubber
-from rag_papers.server.ingest_jobs import IngestQueue
+from rag_papers.server.ingest_jobs import IngestQueue, JobBoard
 
 if TYPE_CHECKING:
     from rag_papers import PaperQA, Settings
@@ -27,13 +27,15 @@ class Engine:
     """One PaperQA per app, created on first use. Its methods block: call them from a thread
     (``asyncio.to_thread``), never on the event loop."""
 
-    def __init__(self, settings: Settings, qa: PaperQA | None = None) -> None:
+    def __init__(
+        self, settings: Settings, qa: PaperQA | None = None, *, board: JobBoard | None = None
+    ) -> None:
         self.settings = settings
         self._qa = qa
         self._owned = qa is None  # a shared engine is closed by whoever made it
         self._lock = threading.Lock()
         self.scrub = Scrubber(settings)
-        self.ingests = IngestQueue(settings.ingest_queue_size)
+        self.ingests = IngestQueue(settings.ingest_queue_size, board=board)
 
     @property
     def qa(self) -> PaperQA:

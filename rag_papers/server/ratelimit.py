@@ -4,6 +4,10 @@
 Loopback clients are not limited: they are this machine's own users, or a reverse proxy on
 it, which should limit by the real client address itself (README, Security). Liveness,
 readiness and the API docs are never limited. A refused request is a 429 with Retry-After.
+
+Buckets live in one process. With ``serve --workers N`` each worker keeps its own and takes
+``ceil(limit / N)`` a minute per client, so a client spreading its requests over every worker
+still gets at most about the limit; one that keeps one connection (one worker) gets 1/N of it.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ _IDLE_S = 600.0
 
 class RateLimit:
     """ASGI middleware: at most ``per_minute`` requests a minute per client address (bursts
-    up to ``per_minute``); 0 switches it off."""
+    up to ``per_minute``); 0 switches it off. ``workers``: the server's worker processes,
+    which share the limit (each takes its share)."""
 
-    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+    def __init__(self, app: ASGIApp, per_minute: int, workers: int = 1) -> None:
         self.app = app
-        self.per_minute = per_minute
+        self.limit = per_minute
+        self.per_minute = math.ceil(per_minute / workers)  # this process's share
         self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, last refill)
         self._lock = threading.Lock()
         self._swept = time.monotonic()
@@ -44,13 +50,18 @@ class RateLimit:
             return
         refusal = error_response(
             429,
-            f"too many requests from {host}: the limit is {self.per_minute} a minute; "
-            f"retry in {math.ceil(wait)} s",
+            f"too many requests from {host}: the limit is {self.limit} a minute"
+            f"{self._shared()}; retry in {math.ceil(wait)} s",
             "rate_limit_error",
             {"Retry-After": str(math.ceil(wait))},
             code="rate_limit_exceeded",
         )
         await refusal(scope, receive, send)
+
+    def _shared(self) -> str:
+        if self.per_minute == self.limit:
+            return ""
+        return f" ({self.per_minute} on each of the server's worker processes)"
 
     def _take(self, host: str) -> float:
         """Take a token for ``host``: 0.0 when granted, else seconds until one is free."""

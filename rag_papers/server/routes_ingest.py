@@ -4,13 +4,15 @@ ingest_roots) and ``GET /v1/ingest/{job}``. Both always need the API key.
 Each ingest is a job on the engine's ingest queue (its own thread, ``ingest_jobs``). The POST
 waits for it up to ``wait`` seconds (default 30): done in time, 200 with the report; else
 202 with the job's status URL, which takes the same ``wait``. A full queue is 429 with
-Retry-After. Uploads are deleted once ingested.
+Retry-After. Uploads are deleted once ingested. With several worker processes a status
+request may land on a worker that did not run the job: it reads the job board instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -44,6 +46,7 @@ router = APIRouter(tags=["ingest"])
 _RETRY_AFTER_S = 10
 _WAIT_DEFAULT = 30.0
 _WAIT_MAX = 300.0
+_POLL_S = 0.25  # how often a status request polls another worker's job
 
 Wait = Annotated[
     float,
@@ -98,11 +101,14 @@ async def ingest(request: Request, engine: EngineDep, wait: Wait = _WAIT_DEFAULT
 async def ingest_status(job_id: str, engine: EngineDep, wait: Wait = 0.0) -> IngestJobBody:
     """A job's status; with ``wait``, once it is done or ``wait`` seconds have passed."""
     job = engine.ingests.get(job_id)
+    if job is not None:
+        await _wait(job, wait)
+    else:  # another worker process's job (serve --workers N), or none
+        job = await _wait_shared(engine, job_id, wait)
     if job is None:
         raise ApiError(
             404, f"no ingest job {job_id!r} (finished jobs are kept for a while)", "not_found_error"
         )
-    await _wait(job, wait)
     return _body(job, engine)
 
 
@@ -122,6 +128,17 @@ async def _wait(job: IngestJob, seconds: float) -> None:
     # shield: a timeout (or a client that hangs up) must not cancel the job itself
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.done)), seconds)
+
+
+async def _wait_shared(engine: Engine, job_id: str, seconds: float) -> IngestJob | None:
+    """The job as the job board shows it, polled until it is finished or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await asyncio.to_thread(engine.ingests.shared, job_id)
+        left = deadline - time.monotonic()
+        if job is None or job.done.done() or left <= 0:
+            return job
+        await asyncio.sleep(min(_POLL_S, left))
 
 
 async def _answer(job: IngestJob, wait: float, engine: Engine) -> Any:
