@@ -41,6 +41,11 @@ def import_bm25s() -> ModuleType:
     if (mod := sys.modules.get("bm25s")) is not None:
         return mod
     with _IMPORT_LOCK:
+        # bm25s makes tqdm bars (disabled) whose default lock is a multiprocessing one: a
+        # process that forked (serve --workers) then warns of a leaked semaphore at exit.
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
         saved = sys.modules.get("numba", _ABSENT)
         sys.modules["numba"] = None  # type: ignore[assignment]
         try:
