@@ -71,6 +71,7 @@ _EXPORTS = {
     "BoundsError": "rag_papers.store.bounds",
     "CatalogDamagedError": "rag_papers.store.catalog",
     "LoaderError": "rag_papers.ingest.loaders",
+    "EmbeddingError": "rag_papers.store.embeddings",
     "WriterBusyError": "rag_papers.store.writelock",
     "resolve_fields": "rag_papers.ingest.loaders.records",
     "load_papers": "rag_papers.ingest.loaders",
@@ -97,6 +98,7 @@ __all__ = [
     "ChatSession",
     "Citation",
     "DiskFullError",
+    "EmbeddingError",
     "DroppedClaim",
     "FilterError",
     "Filters",
@@ -195,6 +197,7 @@ if TYPE_CHECKING:
         RebuildError,
         StoreDamagedError,
     )
+    from rag_papers.store.embeddings import EmbeddingError
     from rag_papers.store.index import IndexMismatchError, IngestReport, StoreUnavailableError
     from rag_papers.store.writelock import WriterBusyError
 

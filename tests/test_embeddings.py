@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from rag_papers.store.embeddings import (
     Embedder,
@@ -124,3 +127,88 @@ def test_openai_embeddings_send_bounded_concurrent_requests_in_input_order() -> 
         embed_backend="openai", openai_base_url=server.url, embed_concurrency=7
     )
     assert make_embedder(settings).concurrency == 7  # type: ignore[attr-defined]
+
+
+def _flaky_server(statuses: list[int]) -> Any:
+    """A CannedServer whose /v1/embeddings answers the scripted HTTP statuses first (with a
+    1 ms Retry-After, so the SDK's backoff does not slow the test), then vectors."""
+    from servers import CannedServer
+
+    class Flaky(CannedServer):
+        def _embeddings(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+            with self._lock:
+                self.embed_requests += 1
+                status = statuses.pop(0) if statuses else 200
+            if status == 200:
+                self.embed_requests -= 1  # counted again by the real handler
+                super()._embeddings(h, body)
+                return
+            payload = json.dumps(
+                {"error": {"message": f"scripted {status}", "type": "server_error"}}
+            ).encode()
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(payload)))
+            h.send_header("retry-after-ms", "1")
+            h.end_headers()
+            h.wfile.write(payload)
+
+    return Flaky()
+
+
+def test_openai_embeddings_retry_429_and_5xx_a_bounded_number_of_times() -> None:
+    from rag_papers.store.embeddings import EmbeddingError
+
+    texts = ["one", "two", "three"]
+    with _flaky_server([429, 503]) as server:
+        emb = OpenAIEmbedder(model="m", base_url=server.url, batch_size=8, max_retries=2)
+        vectors = emb.embed_documents(texts)
+        assert server.embed_requests == 3  # two refusals, then the answer
+    with _flaky_server([]) as clean:
+        expected = OpenAIEmbedder(model="m", base_url=clean.url).embed_documents(texts)
+    assert vectors.tobytes() == expected.tobytes()
+
+    with _flaky_server([500, 502, 503, 504]) as server:
+        emb = OpenAIEmbedder(
+            model="m", base_url=server.url, batch_size=2, max_retries=2, concurrency=1
+        )
+        with pytest.raises(EmbeddingError) as caught:
+            emb.embed_documents(texts)
+        # The first try and max_retries=2 more; no fourth, and not the second batch.
+        assert server.embed_requests == 3
+    message = str(caught.value)
+    assert "HTTP 503" in message and "texts 1-2 of 3" in message and server.url in message
+    assert "after 2 retries" in message
+
+
+def test_openai_embeddings_do_not_retry_a_bad_request() -> None:
+    from rag_papers.core.errors import RagPapersError
+    from rag_papers.store.embeddings import EmbeddingError
+
+    texts = [f"text {i}" for i in range(8)]
+    with _flaky_server([400]) as server:
+        emb = OpenAIEmbedder(
+            model="m", base_url=server.url, batch_size=2, max_retries=3, concurrency=1
+        )
+        with pytest.raises(EmbeddingError) as caught:
+            emb.embed_documents(texts)
+        # Not retried, and no later batch sent once one failed.
+        assert server.embed_requests == 1
+    assert isinstance(caught.value, RagPapersError)
+    assert "HTTP 400" in str(caught.value) and "retries" not in str(caught.value)
+
+
+def test_openai_embeddings_stop_sending_after_a_failed_batch() -> None:
+    """With requests in flight, a refused batch cancels the queued ones: an ingest that fails
+    does not go on to send the rest of the corpus."""
+    from rag_papers.store.embeddings import EmbeddingError
+
+    texts = [f"text {i}" for i in range(80)]
+    with _flaky_server([400]) as server:
+        server.embed_delay = 0.1
+        emb = OpenAIEmbedder(
+            model="m", base_url=server.url, batch_size=2, max_retries=0, concurrency=2
+        )
+        with pytest.raises(EmbeddingError):
+            emb.embed_documents(texts)
+        assert server.embed_requests < 40  # of 40 batches

@@ -62,6 +62,7 @@ _EXIT_BY_ERROR = {
     "IndexMismatchError": EXIT_INPUT,
     "LLMError": EXIT_SERVICE,
     "StoreUnavailableError": EXIT_SERVICE,
+    "EmbeddingError": EXIT_SERVICE,  # the embeddings server failed
     "WriterBusyError": EXIT_SERVICE,  # another ingest held the collection too long
 }
 
