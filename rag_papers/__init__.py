@@ -98,8 +98,8 @@ __all__ = [
     "ChatSession",
     "Citation",
     "DiskFullError",
-    "EmbeddingError",
     "DroppedClaim",
+    "EmbeddingError",
     "FilterError",
     "Filters",
     "Generation",
@@ -191,13 +191,13 @@ if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import Filters, ScoredPaper
     from rag_papers.store.bounds import BoundsError
     from rag_papers.store.catalog import CatalogDamagedError
+    from rag_papers.store.embeddings import EmbeddingError
     from rag_papers.store.errors import (
         DiskFullError,
         ReadOnlyIndexError,
         RebuildError,
         StoreDamagedError,
     )
-    from rag_papers.store.embeddings import EmbeddingError
     from rag_papers.store.index import IndexMismatchError, IngestReport, StoreUnavailableError
     from rag_papers.store.writelock import WriterBusyError
 

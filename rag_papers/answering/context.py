@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rag_papers.answering.contract import Source
@@ -11,41 +11,68 @@ from rag_papers.core.text import encoding, split_sentences
 if TYPE_CHECKING:
     from rag_papers.retrieval.retriever import ScoredPaper
 
-__all__ = ["build_context", "source_of"]
+__all__ = ["Counter", "build_context", "source_of", "tiktoken_counter"]
+
+
+Counter = Callable[[Sequence[str]], list[int]]
+
+
+def tiktoken_counter(tokenizer: str = "cl100k_base") -> Counter:
+    """Token counts of texts with a tiktoken encoding (loaded on first use)."""
+
+    def count(texts: Sequence[str]) -> list[int]:
+        enc = encoding(tokenizer)
+        return [len(enc.encode(t, disallowed_special=())) for t in texts]
+
+    return count
 
 
 def build_context(
-    papers: Sequence[ScoredPaper], *, budget: int, tokenizer: str = "cl100k_base"
+    papers: Sequence[ScoredPaper],
+    *,
+    budget: int,
+    tokenizer: str = "cl100k_base",
+    count: Counter | None = None,
 ) -> tuple[str, list[ScoredPaper]]:
     """Number the papers [1..n] with title, year and abstract, within ``budget`` tokens.
 
     Papers are added best first; an abstract that would overflow is cut at a sentence
-    boundary, and the first paper is always shown, cut if need be.
+    boundary, and the first paper is always shown, cut if need be. ``count``: token counts
+    of texts (default: tiktoken; the engine passes a cached one, store/cached_embedder.py).
     """
-    enc = encoding(tokenizer)
+    count = count or tiktoken_counter(tokenizer)
+    heads = [
+        f"[{n}] {item.paper.title}" + (f" ({item.paper.year})" if item.paper.year else "")
+        for n, item in enumerate(papers, start=1)
+    ]
+    # Every block as numbered when all before it fit: counted in one batch.
+    costs = [
+        c + 2
+        for c in count(
+            [f"{h}\n{item.paper.abstract}" for h, item in zip(heads, papers, strict=True)]
+        )
+    ]
     blocks: list[str] = []
     shown: list[ScoredPaper] = []
     used = 0
-    for item in papers:
+    for item, head, cost in zip(papers, heads, costs, strict=True):
         p = item.paper
-        head = f"[{len(shown) + 1}] {p.title}" + (f" ({p.year})" if p.year else "")
         block = f"{head}\n{p.abstract}"
-        cost = len(enc.encode(block, disallowed_special=())) + 2
         if used + cost > budget:
-            room = budget - used - len(enc.encode(head, disallowed_special=())) - 4
+            room = budget - used - count([head])[0] - 4
             if room < 40 and shown:
                 break
             kept: list[str] = []
-            for sentence in split_sentences(p.abstract):
-                n = len(enc.encode(sentence, disallowed_special=())) + 1
-                if n > room:
+            sentences = split_sentences(p.abstract)
+            for sentence, n in zip(sentences, count(sentences), strict=True):
+                if n + 1 > room:
                     break
                 kept.append(sentence)
-                room -= n
+                room -= n + 1
             if not kept and shown:
                 break
             block = f"{head}\n{' '.join(kept) or p.abstract[:200]}"
-            cost = len(enc.encode(block, disallowed_special=())) + 2
+            cost = count([block])[0] + 2
             blocks.append(block)
             shown.append(item)
             used += cost

@@ -156,7 +156,11 @@ class AnswerPipeline:
         if window is not None:
             room = window - s.max_tokens - PROMPT_OVERHEAD_TOKENS
             budget = min(budget, max(room, MIN_CONTEXT_TOKENS))
-        text, shown = build_context(retrieved.results, budget=budget, tokenizer=s.tokenizer)
+        from rag_papers.store.cached_embedder import cached_counter
+
+        text, shown = build_context(
+            retrieved.results, budget=budget, tokenizer=s.tokenizer, count=cached_counter(s)
+        )
         return Context(text=text, shown=shown)
 
     # --- 4. generate ------------------------------------------------------------------------
