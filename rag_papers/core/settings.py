@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     openai_embed_model: str = Field(
         default="text-embedding-3-small", description="Model for embed_backend='openai'."
     )
-    embed_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per batch.")
+    embed_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Texts per model batch or embeddings request."
+    )
     embed_concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight.")
     embed_cache_entries: int = Field(
         default=50_000,

@@ -302,6 +302,9 @@ def make_embedder(settings: Settings) -> Embedder:
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             concurrency=settings.embed_concurrency,
+            # Requests of embed_batch_size texts: an ingest step of a few hundred chunks is
+            # then enough requests to keep embed_concurrency of them in flight.
+            batch_size=settings.embed_batch_size,
         )
     return MiniLMEmbedder(
         batch_size=settings.embed_batch_size,
