@@ -28,6 +28,7 @@ from rag_papers.answering.prompts import load_prompt
 from rag_papers.answering.support import check_support, split_answer
 from rag_papers.answering.usage import count_usage
 from rag_papers.engine.steps import Context, Generated, Retrieved, abstain, cut_off, rounded
+from rag_papers.store.cached_embedder import cached_counter, index_embedder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,8 +62,6 @@ class AnswerPipeline:
         """The index's embedder behind the embedding cache (store/cached_embedder.py):
         the model is loaded on the first text the cache does not hold, not before."""
         if self._embedder is None:
-            from rag_papers.store.cached_embedder import index_embedder
-
             self._embedder = index_embedder(self.index)
         return self._embedder
 
@@ -156,8 +155,6 @@ class AnswerPipeline:
         if window is not None:
             room = window - s.max_tokens - PROMPT_OVERHEAD_TOKENS
             budget = min(budget, max(room, MIN_CONTEXT_TOKENS))
-        from rag_papers.store.cached_embedder import cached_counter
-
         text, shown = build_context(
             retrieved.results, budget=budget, tokenizer=s.tokenizer, count=cached_counter(s)
         )
