@@ -132,6 +132,19 @@ def test_two_writer_processes_into_one_server_collection(tmp_path: Path, server:
     _check_whole(index, {f"a{i}" for i in range(12)} | {f"b{i}" for i in range(12)})
 
 
+def test_two_writer_processes_into_one_embedded_index(tmp_path: Path) -> None:
+    # One index dir, two processes at once: the file lock serialises them, and the second
+    # reopens its Chroma client (an embedded client never sees another process's vectors).
+    procs = [_writer(tmp_path / "idx", "", prefix, 10) for prefix in ("a", "b")]
+    for proc in procs:
+        _finish(proc)
+    index = PaperIndex(load_settings(index_dir=tmp_path / "idx"))
+    _check_whole(index, {f"{p}{i}" for p in "ab" for i in range(10)})
+    with PaperQA(index.settings) as qa:  # both writers' vectors are in the dense index
+        found = {h.paper.id for h in qa.search("Paper a 3 on topic 3", k=4, mode="dense")}
+        assert {"a3", "b3"} <= found
+
+
 def test_a_second_writer_waits_and_says_for_whom(tmp_path: Path, server: str) -> None:
     settings = load_settings(index_dir=tmp_path / "holder", chroma_url=server)
     holder = PaperIndex(settings)
