@@ -130,6 +130,9 @@ def test_two_writer_processes_into_one_server_collection(tmp_path: Path, server:
         _finish(proc)
     index = PaperIndex(load_settings(index_dir=tmp_path / "reader", chroma_url=server))
     _check_whole(index, {f"a{i}" for i in range(12)} | {f"b{i}" for i in range(12)})
+    with PaperQA(index.settings) as qa:  # both writers' vectors are in the dense index
+        found = {h.paper.id for h in qa.search("Paper b 5 on topic 5", k=4, mode="dense")}
+        assert {"a5", "b5"} <= found
 
 
 def test_two_writer_processes_into_one_embedded_index(tmp_path: Path) -> None:
