@@ -338,14 +338,16 @@ class CannedServer:
                     "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
                 }
             ).encode()
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
         finally:
+            # Done before the reply goes out: once the client has it, its next request may
+            # arrive on another thread before this one would get to count itself out.
             with self._lock:
                 self._in_flight -= 1
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
 
     def _respond(self, h: BaseHTTPRequestHandler, body: dict[str, Any], r: Reply) -> None:
         if r.delay:

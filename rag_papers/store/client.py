@@ -22,7 +22,13 @@ def make_client(settings: Settings, path: Path) -> Any:
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     url = settings.chroma_url
     if not url:
-        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Two processes opening a new store at once race in Chroma's schema set-up ("table
+        # collections already exists"): they open it one at a time.
+        with FileLock(path.parent / ".chroma-open.lock"):
+            return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     parsed = urlparse(url if "//" in url else f"http://{url}")
     try:
         client = chromadb.HttpClient(
