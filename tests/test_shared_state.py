@@ -255,3 +255,33 @@ def test_a_running_reader_follows_another_process_rebuild(
         assert qa.search("aword1", k=1, mode="bm25") == []
         assert qa.search("Paper r 2 on topic 2", k=1, mode="dense")[0].paper.id == "r2"
         assert qa.stats()["papers"] == 5
+
+
+def test_an_index_without_an_upload_is_rebuilt_once_then_uploaded_by_the_next_ingest(
+    tmp_path: Path, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection written before generations has no `<collection>.state`: the first client
+    rebuilds from the records, and an ingest of nothing new uploads the state."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    _finish(_writer(tmp_path / "machine-a", server, "a", 5))
+    host, port = server.rsplit("//", 1)[1].split(":")
+    client = chromadb.HttpClient(
+        host=host, port=int(port), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+    client.delete_collection("papers.state")  # as an older version left it
+    old = PaperIndex(load_settings(index_dir=tmp_path / "machine-b", chroma_url=server))
+    assert old.stats()["papers"] == 5  # rebuilt from the collection
+    assert not old.is_published()
+    report = old.ingest(
+        [p for p in old.catalog.iter_all() if p.id == "a2"]  # already stored: nothing new
+    )
+    assert (report.added, report.unchanged) == (0, 1) and old.is_published()
+
+    def no_rebuild(*_: object) -> None:
+        raise AssertionError("a new client rebuilt the state from every record")
+
+    monkeypatch.setattr("rag_papers.store.shared.rows_from_collection", no_rebuild)
+    with PaperQA(load_settings(index_dir=tmp_path / "machine-c", chroma_url=server)) as qa:
+        assert [h.paper.id for h in qa.search("aword2", k=1, mode="bm25")] == ["a2"]
