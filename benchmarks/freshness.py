@@ -64,7 +64,8 @@ def _measure(index_dir: Path, url: str, refresh: float, rounds: int) -> dict[str
             t = time.perf_counter()
             while not qa.search(f"zq{r}x", k=1, mode="bm25"):
                 time.sleep(0.05)
-            assert qa.search(f"Freshness probe {r}", k=1, mode="dense")[0].paper.id == f"fresh-{r}"
+            dense = qa.search(f"Freshness probe {r}", k=rounds + 1, mode="dense")
+            assert f"fresh-{r}" in {h.paper.id for h in dense}  # the probes look alike
             delays.append(time.perf_counter() - t)
     return {
         "per_query_check_us": round(per_query_us, 3),
