@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag_papers.store.catalog import is_damage
+
 if TYPE_CHECKING:
     from rag_papers.core.settings import Settings
 
@@ -236,16 +238,17 @@ class EmbeddingCache:
 
 
 def _locked(exc: sqlite3.Error) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc)
-    )
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _damaged(exc: sqlite3.Error) -> bool:
-    # Not an SQLite file, a torn one, or another schema: the file is ours to replace.
+    # Not an SQLite file, a torn one (the catalog's test), or another schema: ours to replace.
     text = str(exc)
-    return isinstance(exc, _SchemaError) or any(
-        m in text for m in ("not a database", "malformed", "no such table", "no such column")
+    return (
+        isinstance(exc, _SchemaError)
+        or is_damage(exc)
+        or any(m in text for m in ("no such table", "no such column"))
     )
 
 

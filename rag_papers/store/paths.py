@@ -24,6 +24,7 @@ __all__ = [
     "read_pointer",
     "sidecar_dir",
     "store_location",
+    "write_line",
     "write_pointer",
 ]
 
@@ -60,11 +61,15 @@ def read_pointer(root: Path, logical: str) -> str:
 
 
 def write_pointer(root: Path, logical: str, physical: str) -> None:
-    """Record ``physical`` as ``logical``'s collection (atomic: write, then rename)."""
-    target = _pointer_file(root, logical)
+    """Record ``physical`` as ``logical``'s collection."""
+    write_line(_pointer_file(root, logical), physical)
+
+
+def write_line(target: Path, value: str) -> None:
+    """Write a one-line file atomically (write beside it, then rename over it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(physical + "\n", encoding="utf-8")
+    tmp.write_text(value + "\n", encoding="utf-8")
     os.replace(tmp, target)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag_papers.core.papers import Paper
-from rag_papers.ingest.chunking import metadata_to_paper
 from rag_papers.store.client import reopen_client
 from rag_papers.store.errors import store_errors
 from rag_papers.store.pointer import POINTER_KEY, get_collection
@@ -26,6 +25,7 @@ from rag_papers.store.state import (
     gen_folder,
     new_generation,
     open_state,
+    paper_of_record,
     prune_local,
     read_current,
     rows_from_collection,
@@ -163,8 +163,7 @@ class SharedState:
             state.bm25.build([], EMPTY)
         if state is None:
             log.info("building the catalog and BM25 of %r from the collection", self.name)
-            draft = new_generation(self.files_root, self.name, None)
-            self._fill_from_store(draft)
+            draft = self._draft_from_store()
             draft.generation, draft.final = generation, folder
             draft.build_bm25()
             state = self._opened(draft.finish(), generation)
@@ -188,11 +187,14 @@ class SharedState:
         shutil.rmtree(folder, ignore_errors=True)
         return None
 
-    def _fill_from_store(self, draft: Draft) -> None:
+    def _draft_from_store(self) -> Draft:
+        """A draft whose catalog is read from the collection's chunk-0 records."""
+        draft = new_generation(self.files_root, self.name, None)
         rows, foreign = rows_from_collection(self._collection)
         if foreign:
             self._warn_foreign(foreign, "rebuilding the catalog")
         draft.catalog.replace_all(rows)
+        return draft
 
     def _swap(self, state: IndexState) -> None:
         # Queries that hold the old state finish with it: its files stay readable once
@@ -218,9 +220,7 @@ class SharedState:
                 shutil.rmtree(tmp, ignore_errors=True)
             from_store = True
         if from_store:
-            draft = new_generation(self.files_root, self.name, None)
-            self._fill_from_store(draft)
-            return draft
+            return self._draft_from_store()
         return new_generation(self.files_root, self.name, state)
 
     def publish(self, draft: Draft, lease: WriteLease) -> None:
@@ -251,14 +251,8 @@ class SharedState:
         """Papers from their chunk-0 records (the full abstract rides there: writer.py)."""
         with store_errors(self.location):
             got = self.collection.get(ids=[f"{pid}#0" for pid in ids], include=["metadatas"])
-        out: dict[str, Paper] = {}
-        for meta in got["metadatas"] or []:
-            try:
-                paper = metadata_to_paper(dict(meta or {}), str((meta or {})["abstract"]))
-            except (KeyError, TypeError, ValueError):
-                continue
-            out[paper.id] = paper
-        return out
+        rows = (paper_of_record(meta) for meta in got["metadatas"] or [])
+        return {row[0].id: row[0] for row in rows if row is not None}
 
     def is_published(self) -> bool:
         """Whether a new client can download the current generation (server only)."""

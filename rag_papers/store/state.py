@@ -17,7 +17,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from rag_papers.core.papers import Paper
 from rag_papers.ingest.chunking import metadata_to_paper
 from rag_papers.store.catalog import Catalog
 from rag_papers.store.lexical import BM25Sidecar
-from rag_papers.store.paths import sidecar_dir
+from rag_papers.store.paths import sidecar_dir, write_line
 
 __all__ = [
     "EMPTY",
@@ -34,6 +34,7 @@ __all__ = [
     "gen_folder",
     "new_generation",
     "open_state",
+    "paper_of_record",
     "prune_local",
     "read_current",
     "rows_from_collection",
@@ -52,13 +53,6 @@ class IndexState:
     generation: str
     catalog: Catalog
     bm25: BM25Sidecar
-    folder: Path | None = None
-    n_chunks: int | None = field(default=None)  # a SUM over the catalog: cached per state
-
-    def chunk_count(self) -> int:
-        if self.n_chunks is None:
-            self.n_chunks = self.catalog.count_chunks()
-        return self.n_chunks
 
 
 @dataclass
@@ -107,19 +101,14 @@ def read_current(root: Path, physical: str) -> str | None:
 
 
 def write_current(root: Path, physical: str, generation: str) -> None:
-    target = _current_file(root, physical)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"current.{os.getpid()}.tmp")
-    tmp.write_text(generation + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    write_line(_current_file(root, physical), generation)
 
 
-def open_state(folder: Path, generation: str, *, read_only: bool = False) -> IndexState:
+def open_state(folder: Path, generation: str) -> IndexState:
     """Open a complete generation folder (or, for EMPTY, an empty state in ``folder``)."""
-    if generation == EMPTY and not read_only:
+    if generation == EMPTY:
         folder.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(folder / "catalog.sqlite", read_only=read_only)
-    return IndexState(generation, catalog, BM25Sidecar(folder / "bm25"), folder)
+    return IndexState(generation, Catalog(folder / "catalog.sqlite"), BM25Sidecar(folder / "bm25"))
 
 
 def new_generation(
@@ -178,12 +167,21 @@ def rows_from_collection(collection: Any) -> tuple[list[tuple[Paper, int]], int]
             where={"chunk_index": 0}, include=["metadatas"], limit=page, offset=offset
         )
         for meta in got["metadatas"] or []:
-            try:
-                paper = metadata_to_paper(dict(meta or {}), str((meta or {})["abstract"]))
-                rows.append((paper, int((meta or {}).get("n_chunks", 1))))
-            except (KeyError, TypeError, ValueError):
+            if (row := paper_of_record(meta)) is None:
                 foreign += 1  # written by another tool: not one of our chunks
+            else:
+                rows.append(row)
         if len(got["ids"]) < page:
             break
         offset += page
     return rows, foreign
+
+
+def paper_of_record(meta: Any) -> tuple[Paper, int] | None:
+    """The paper and its chunk count from a chunk-0 record's metadata (the whole abstract
+    rides there: store/writer.py); None for a record rag_papers did not write."""
+    meta = dict(meta or {})
+    try:
+        return metadata_to_paper(meta, str(meta["abstract"])), int(meta.get("n_chunks", 1))
+    except (KeyError, TypeError, ValueError):
+        return None
