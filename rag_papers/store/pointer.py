@@ -3,7 +3,7 @@
 ``settings.collection`` ("papers") names a *logical* collection. Until the first
 ``--rebuild`` it is also the Chroma collection that holds the papers. A rebuild writes a new
 Chroma collection ``<logical>__<hex>`` (marked ``rag_papers:staging_for``) beside the old
-one, with its own catalog and BM25 sidecar (sidecar/<name>/, sidecar/<name>.bm25), while the
+one, with its own catalog and BM25 generations (sidecar/<name>/, store/state.py), while the
 old one keeps answering. Only when it is complete does it become current, by one metadata
 update of the logical collection: ``rag_papers:current = <logical>__<hex>`` (one SQLite
 transaction in an embedded store, one request to a Chroma server; either way atomic, so
