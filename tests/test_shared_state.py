@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from servers import chroma_server
 
-from rag_papers import PaperQA, load_settings
+from rag_papers import PaperQA, Settings, load_settings
 from rag_papers.store.index import PaperIndex
 from rag_papers.store.writelock import writer_lock
 
@@ -203,22 +203,38 @@ def test_writer_killed_mid_publish_leaves_the_last_state_then_recovers(
     _check_whole(index, base | {f"b{i}" for i in range(8)})
 
 
-@pytest.mark.parametrize("where", ["server", "embedded"])
-def test_a_running_reader_sees_another_process_ingest(
+def _reader_setup(
     tmp_path: Path, where: str, request: pytest.FixtureRequest
-) -> None:
+) -> tuple[str, Path, Settings]:
+    """A first writer's 4 papers, and a reader's settings that look every 0.2 s: a server
+    reader has its own local dir, an embedded one shares the writer's index dir."""
     url = request.getfixturevalue("server") if where == "server" else ""
     local = tmp_path / ("reader" if url else "shared-index")
     writer_dir = tmp_path / "writer" if url else local
     _finish(_writer(writer_dir, url, "a", 4))
-    settings = load_settings(index_dir=local, chroma_url=url or None, refresh_seconds=0.2)
+    return (
+        url,
+        writer_dir,
+        load_settings(index_dir=local, chroma_url=url or None, refresh_seconds=0.2),
+    )
+
+
+def _wait_until_found(qa: PaperQA, word: str) -> None:
+    deadline = time.monotonic() + 60  # generous: no timing is asserted, only that it comes
+    while not qa.search(word, k=1, mode="bm25"):
+        assert time.monotonic() < deadline, f"the running reader never found {word!r}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("where", ["server", "embedded"])
+def test_a_running_reader_sees_another_process_ingest(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    url, writer_dir, settings = _reader_setup(tmp_path, where, request)
     with PaperQA(settings) as qa:
         assert qa.search("bword1", k=1, mode="bm25") == []
         _finish(_writer(writer_dir, url, "b", 3))
-        deadline = time.monotonic() + 60
-        while not qa.search("bword1", k=1, mode="bm25"):
-            assert time.monotonic() < deadline, "the reader never saw the new papers"
-            time.sleep(0.1)
+        _wait_until_found(qa, "bword1")
         assert qa.search("bword1", k=1, mode="bm25")[0].paper.id == "b1"
         assert qa.search("Paper b 2 on topic 2", k=1, mode="dense")[0].paper.id == "b2"
         assert qa.stats()["papers"] == 7
@@ -240,18 +256,11 @@ def test_a_running_reader_follows_another_process_rebuild(
     tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
     """The old collection is deleted by the rebuild: a reader holding it used to fail."""
-    url = request.getfixturevalue("server") if where == "server" else ""
-    local = tmp_path / ("reader" if url else "shared-index")
-    writer_dir = tmp_path / "writer" if url else local
-    _finish(_writer(writer_dir, url, "a", 4))
-    settings = load_settings(index_dir=local, chroma_url=url or None, refresh_seconds=0.2)
+    url, writer_dir, settings = _reader_setup(tmp_path, where, request)
     with PaperQA(settings) as qa:
         assert qa.search("aword1", k=1, mode="bm25")[0].paper.id == "a1"
         _finish(_writer(writer_dir, url, "r", 5, hold="rebuild"))
-        deadline = time.monotonic() + 60
-        while not qa.search("rword3", k=1, mode="bm25"):
-            assert time.monotonic() < deadline, "the reader never saw the rebuilt index"
-            time.sleep(0.1)
+        _wait_until_found(qa, "rword3")
         assert qa.search("aword1", k=1, mode="bm25") == []
         assert qa.search("Paper r 2 on topic 2", k=1, mode="dense")[0].paper.id == "r2"
         assert qa.stats()["papers"] == 5
